@@ -1,0 +1,1 @@
+"""Model builders: FromScratch and friends, transfer backbones, heads."""
