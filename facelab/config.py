@@ -58,9 +58,7 @@ class Experiment:
     early_stopping: int = 0  # patience in epochs; 0 = off
     reduce_lr: int = 0  # ReduceLROnPlateau patience in epochs; 0 = off
     cache: str = "memory"  # "memory", "none" or a folder for an on-disk cache
-    mixed_precision: bool = False
-    jit_compile: bool = False
-    devices: int = 1
+    jit_compile: bool = False  # XLA-compile the train step
     extra: dict[str, Any] = field(default_factory=dict)  # task- or model-specific knobs
 
     def __post_init__(self) -> None:

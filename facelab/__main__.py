@@ -1,0 +1,190 @@
+"""`python -m facelab <verb>`: synth, label, split, train, predict, demo, bench."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import warnings
+from pathlib import Path
+
+from facelab.tasks import TASKS
+
+# Input mistakes a user can fix: printed as one clear line, never as a traceback.
+_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError)
+
+
+def _split_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--manifest", required=True, help="labelled CSV (path,label[,group,score])")
+    parser.add_argument("--out", help="output CSV (default: <manifest>_split.csv beside it)")
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.7, 0.15, 0.15],
+                        help="train [val] test shares, summing to 1 (default 0.7 0.15 0.15)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--materialize", metavar="DIR",
+                        help="also lay out DIR/{train,val,test}/<class>/ for flow_from_directory")
+    parser.add_argument("--mode", choices=["symlink", "copy"], default="symlink")
+    parser.add_argument("--force", action="store_true", help="allow --out to be the input manifest")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of DESIGN.md."""
+    parser = argparse.ArgumentParser(prog="python -m facelab", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("synth", help="render the embedded miniature CelebA")
+    p.add_argument("--out", required=True, help="folder to write (new, or an earlier synth output)")
+    p.add_argument("--n", type=int, default=3000, help="number of images (default 3000)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = verbs.add_parser("label", help="label a dataset and write a manifest CSV")
+    p.add_argument("--task", required=True, choices=sorted(TASKS))
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--celeba", metavar="DIR", help="a CelebA root (img_align_celeba/ + .txt files)")
+    source.add_argument("--images", metavar="DIR", help="any folder of faces (light only)")
+    source.add_argument("--yaleb", metavar="DIR", help="Extended Yale B: ground truth from file names")
+    source.add_argument("--folders", metavar="DIR", help="a folder-per-class tree")
+    p.add_argument("--out", required=True, help="manifest CSV to write")
+    p.add_argument("--margin", type=float, help="drop samples this close to a threshold")
+    p.add_argument("--plot", help="sample grid PNG (default plots/<task>_labelled_samples.png)")
+
+    _split_args(verbs.add_parser("split", help="add a train/val/test split to a manifest"))
+
+    from facelab.run_args import add_train_args, add_predict_args  # no TensorFlow import
+
+    add_train_args(verbs.add_parser("train", help="train, evaluate, predict and plot one run"))
+    add_predict_args(verbs.add_parser("predict", help="predict images, folders or manifests"))
+
+    p = verbs.add_parser("demo", help="what `make demo` runs: synth, label, split, train, predict")
+    p.add_argument("--out", default=".", help="project folder for data/, models/, plots/ ...")
+    p.add_argument("--n", type=int, default=None, help="synthetic images (default: the demo's)")
+    p.add_argument("--epochs", type=int, default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one verb; input mistakes print ``facelab: error: ...`` and return 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    warnings.simplefilter("default")
+    try:
+        return _VERBS[args.verb](args, argv) or 0
+    except _USER_ERRORS as err:
+        print(f"facelab: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("facelab: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _synth(args, argv) -> int:
+    from facelab.data.synthetic import render_celeba
+
+    out = render_celeba(args.out, n=args.n, seed=args.seed)
+    print(f"wrote {args.n} synthetic faces to {out}")
+    return 0
+
+
+def _label(args, argv) -> int:
+    from facelab.data import sources
+    from facelab.data.manifest import write_manifest
+    from facelab.data.skipped import SkipLog
+
+    log = SkipLog()
+    if args.celeba:
+        frame = sources.label_celeba(args.task, args.celeba, args.margin, log)
+    elif args.images:
+        if args.task != "light":
+            raise ValueError("--images labels light direction only; use --task light")
+        frame = sources.label_images(args.images, args.margin, log)
+    elif args.yaleb:
+        if args.task != "light":
+            raise ValueError("--yaleb gives light-direction labels; use --task light")
+        frame = sources.label_yaleb(args.yaleb, log)
+    else:
+        frame = sources.label_folders(args.task, args.folders, log)
+    if frame.empty:
+        raise ValueError("no sample could be labelled; check the source folder and --margin")
+    out = write_manifest(frame, args.out)
+    skipped = log.write_next_to(out)
+    print(f"wrote {len(frame)} labelled samples to {out}")
+    if not TASKS[args.task].multilabel:
+        print(frame["label"].value_counts().reindex(TASKS[args.task].classes, fill_value=0).to_string())
+    if skipped:
+        print(f"skipped {len(log)} inputs: see {skipped}")
+    if not TASKS[args.task].multilabel:
+        from facelab.plots import plot_labelled_manifest
+
+        plot = args.plot or os.path.join("plots", f"{args.task}_labelled_samples.png")
+        plot_labelled_manifest(frame, args.task, plot)
+        print(f"sample grid: {plot}")
+    return 0
+
+
+def _split(args, argv) -> int:
+    from facelab.data.manifest import read_manifest, write_manifest
+    from facelab.data.materialize import materialize
+    from facelab.data.split import split_frame, split_report
+
+    source = Path(args.manifest)
+    out = Path(args.out) if args.out else source.with_name(f"{source.stem}_split.csv")
+    if out.resolve() == source.resolve() and not args.force:
+        raise FileExistsError(
+            f"{out}: --out is the input manifest; pick another file or add --force to replace it"
+        )
+    frame = read_manifest(source)
+    frame["split"] = split_frame(frame, tuple(args.ratios), seed=args.seed)
+    write_manifest(frame, out)
+    print(f"wrote {out} ({len(frame)} rows, seed {args.seed})")
+    print(split_report(frame).to_string())
+    if args.materialize:
+        folder = materialize(frame, args.materialize, args.mode)
+        print(f"laid out {len(frame)} files ({args.mode}) under {folder}")
+    return 0
+
+
+def _train(args, argv) -> int:
+    from facelab.run_args import experiment_from_args
+    from facelab.train import run_experiment
+
+    exp = experiment_from_args(args)
+    command = "python -m facelab " + " ".join(shlex.quote(a) for a in argv)
+    run_experiment(exp, command=command)
+    return 0
+
+
+def _predict(args, argv) -> int:
+    from facelab.predict import predict_command
+
+    return predict_command(args)
+
+
+def _demo(args, argv) -> int:
+    from facelab.demo import run_demo
+
+    run_demo(args.out, n=args.n, epochs=args.epochs)
+    return 0
+
+
+def _bench(args, argv) -> int:
+    import subprocess
+
+    scripts = sorted(Path(__file__).resolve().parent.parent.joinpath("benchmarks").glob("*.py"))
+    for script in scripts:
+        print(f"== {script.name}", flush=True)
+        subprocess.run([sys.executable, str(script)], check=False)
+    return 0
+
+
+_VERBS = {
+    "synth": _synth,
+    "label": _label,
+    "split": _split,
+    "train": _train,
+    "predict": _predict,
+    "demo": _demo,
+    "bench": _bench,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Streaming prediction of images, folders or manifests -> `path,predicted,confidence,p_<class>` CSV."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from facelab.data.images import list_images
+from facelab.data.manifest import read_manifest
+from facelab.data.skipped import SkipLog
+from facelab.io import atomic_write_csv
+from facelab.tasks import Task, get_task
+
+
+def predict_paths(
+    model,
+    paths: Sequence[str],
+    batch_size: int = 64,
+    skip_log: SkipLog | None = None,
+    progress: bool = True,
+) -> tuple[list[str], np.ndarray]:
+    """Predict every readable image in ``paths`` batch by batch; returns (paths kept, probabilities).
+
+    Images are decoded in a tf.data pipeline in parallel with the model, never all held in memory;
+    unreadable files go to ``skip_log``.
+    """
+    from facelab.data.pipeline import make_predict_dataset
+
+    image_size = int(model.input_shape[1])
+    dataset = make_predict_dataset(list(paths), image_size, batch_size, skip_log=skip_log)
+    kept: list[str] = []
+    chunks: list[np.ndarray] = []
+    start = time.perf_counter()
+    with tqdm(total=len(paths), unit="img", disable=not progress, desc="predict") as bar:
+        for images, names, ok in dataset:
+            ok = ok.numpy().astype(bool)
+            if ok.any():
+                chunks.append(np.asarray(model.predict_on_batch(images.numpy()[ok]), np.float64))
+                kept += [n.decode() for n in names.numpy()[ok]]
+            bar.update(len(ok))
+            bar.set_postfix(img_per_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.0f}")
+    classes = int(model.output_shape[-1])
+    return kept, (np.concatenate(chunks) if chunks else np.zeros((0, classes)))
+
+
+def prediction_frame(
+    paths: Sequence[str], probs: np.ndarray, task: Task, labels: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """`path[,label],predicted,confidence,p_<class>...` with probabilities in percent."""
+    frame = pd.DataFrame({"path": list(paths)})
+    if labels is not None:
+        frame["label"] = list(labels)
+    percent = np.round(100.0 * probs, 2)
+    if task.multilabel:
+        frame["predicted"] = ["|".join(np.asarray(task.classes)[row >= 0.5]) for row in probs]
+        frame["confidence"] = np.round(100.0 * np.abs(probs - 0.5).mean(axis=1) * 2, 2)
+    else:
+        frame["predicted"] = np.asarray(task.classes)[probs.argmax(axis=1)]
+        frame["confidence"] = percent.max(axis=1)
+    for i, name in enumerate(task.classes):
+        frame[f"p_{name}"] = percent[:, i]
+    return frame
+
+
+def collect_inputs(inputs: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Image paths from files, folders (recursive) and manifest CSVs; labels where a manifest has them."""
+    paths: list[str] = []
+    labels: dict[str, str] = {}
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths += [str(p) for p in list_images(path)]
+        elif path.suffix.lower() == ".csv":
+            frame = read_manifest(path)
+            paths += list(frame["path"])
+            labels.update(zip(frame["path"], frame["label"], strict=True))
+        elif path.exists():
+            paths.append(str(path))
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder; pass images, folders or CSVs")
+    if not paths:
+        raise ValueError(f"no images found in {list(inputs)}")
+    return list(dict.fromkeys(paths)), labels
+
+
+def load_model_file(path: str | os.PathLike):
+    """Load a `.keras` or `.h5` model; a clear error when the file is not one."""
+    import keras
+
+    import facelab.models  # noqa: F401  registers the custom layers and optimizers
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    if path.suffix not in (".keras", ".h5"):
+        raise ValueError(f"{path}: not a model file; pass a .keras or .h5 file saved by facelab")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as err:  # Keras raises many types for a bad file
+        raise ValueError(
+            f"{path}: cannot be loaded as a Keras model ({type(err).__name__}: {str(err)[:200]}); "
+            "pass a .keras or .h5 file saved by facelab"
+        ) from None
+
+
+def task_of_model(model_path: str | os.PathLike, task: str | None) -> Task:
+    """The model's task: given, or read from the run card `<stem>.json` beside the model."""
+    if task:
+        return get_task(task)
+    card = Path(model_path).with_suffix(".json")
+    if card.is_file():
+        return get_task(json.loads(card.read_text())["task"])
+    raise ValueError(f"{model_path}: no run card {card.name} beside it; pass --task")
+
+
+def predict_command(args) -> int:
+    """`python -m facelab predict MODEL INPUT... --out CSV`."""
+    task = task_of_model(args.model, args.task)
+    model = load_model_file(args.model)
+    if int(model.output_shape[-1]) != task.num_classes:
+        raise ValueError(
+            f"{args.model}: the model has {model.output_shape[-1]} outputs but task {task.name} "
+            f"has {task.num_classes} classes; pass the matching --task"
+        )
+    paths, labels = collect_inputs(args.inputs)
+    log = SkipLog()
+    kept, probs = predict_paths(model, paths, args.batch_size, log)
+    frame = prediction_frame(kept, probs, task, [labels.get(p, "") for p in kept] if labels else None)
+    out = atomic_write_csv(frame, args.out)
+    skipped = log.write_next_to(out)
+    print(f"wrote {len(frame)} predictions to {out}" + (f"; skipped {len(log)}: {skipped}" if skipped else ""))
+    return 0

@@ -1,0 +1,57 @@
+"""Command-line arguments of `train` and `predict`, and the Experiment they describe."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from facelab.config import OPTIMIZERS, Experiment
+from facelab.tasks import TASKS
+
+# Experiment fields exposed as --flags (the name with '-' for '_'), beyond the ones below.
+_TUNABLE = (
+    "final_lr", "gamma", "beta_1", "beta_2", "epsilon", "weight_decay", "momentum",
+    "conv_dropout", "dense_dropout", "head_dropout", "dense_units", "fine_tune_layers",
+    "fine_tune_epochs", "fine_tune_lr", "rotation", "shift", "zoom", "brightness",
+    "early_stopping", "reduce_lr", "cache", "seed",
+)  # fmt: skip
+
+
+def add_train_args(parser: argparse.ArgumentParser) -> None:
+    """The flags of `python -m facelab train` (every Experiment knob)."""
+    defaults = Experiment()
+    parser.add_argument("--task", required=True, choices=sorted(TASKS))
+    parser.add_argument("--model", default=defaults.model, help="fromscratch, mobilenetv2, ...")
+    parser.add_argument("--manifest", required=True, help="manifest CSV with a split column")
+    parser.add_argument("--run", default="", help="run name, part of every output's name")
+    parser.add_argument("--output-dir", default=".", help="where models/, plots/, predictions/ go")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--image-size", type=int, default=defaults.image_size)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--weights", default="none", help="none, imagenet or a local weights file")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=defaults.augment)
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=defaults.flip)
+    parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=False)
+    for name in _TUNABLE:
+        default = getattr(defaults, name)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
+                            help=f"(default {default})")
+
+
+def experiment_from_args(args: argparse.Namespace) -> Experiment:
+    """The Experiment described by parsed `train` arguments."""
+    names = {f.name for f in dataclasses.fields(Experiment)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    return Experiment(**values)
+
+
+def add_predict_args(parser: argparse.ArgumentParser) -> None:
+    """The flags of `python -m facelab predict`."""
+    parser.add_argument("model", help="a saved model (.keras or .h5)")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or manifest CSVs")
+    parser.add_argument("--out", required=True, help="prediction CSV to write")
+    parser.add_argument("--task", choices=sorted(TASKS),
+                        help="task of the model (default: from the run card beside the model)")
+    parser.add_argument("--batch-size", type=int, default=64)

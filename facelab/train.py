@@ -1,0 +1,269 @@
+"""One run: fit with the standard callbacks, evaluate, predict, plot, and write the run card."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from filelock import FileLock
+
+from facelab import evaluate, plots
+from facelab.config import Experiment
+from facelab.data.manifest import read_manifest
+from facelab.data.pipeline import encode_labels, make_dataset
+from facelab.data.skipped import SkipLog
+from facelab.data.split import missing_classes
+from facelab.io import atomic_path, atomic_write_csv, atomic_write_text
+from facelab.models import build_model
+from facelab.optim import make_optimizer
+from facelab.predict import predict_paths, prediction_frame
+from facelab.tasks import Task, get_task
+
+
+class RunPaths:
+    """Where each output of a run goes: ``models/``, ``plots/``, ``predictions/`` under one folder."""
+
+    def __init__(self, exp: Experiment):
+        root = Path(exp.output_dir)
+        stem = exp.stem
+        self.models, self.plots, self.predictions = root / "models", root / "plots", root / "predictions"
+        self.keras = self.models / f"{stem}.keras"
+        self.h5 = self.models / f"{stem}.h5"
+        self.card = self.models / f"{stem}.json"
+        self.results = self.models / "results.csv"
+        self.work = self.models / f".{stem}.work"  # checkpoints and history while a run is going
+        self.history = self.models / f"{stem}_history.csv"
+        self.history_plot = self.plots / f"{stem}_history.png"
+        self.confusion_plot = self.plots / f"{stem}_confusion.png"
+        self.samples_plot = self.plots / f"{stem}_samples.png"
+        self.predictions_csv = self.predictions / f"{stem}.csv"
+
+    def make(self) -> None:
+        for folder in (self.models, self.plots, self.predictions, self.work):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+def load_split_manifest(exp: Experiment, task: Task) -> pd.DataFrame:
+    """The run's manifest, checked: a split column, known labels, every class in the train split."""
+    if not exp.manifest:
+        raise ValueError("no manifest given; pass --manifest CSV (made by label + split_dataset.py)")
+    frame = read_manifest(exp.manifest, task, require_split=True)
+    if task.multilabel:
+        return frame
+    gaps = missing_classes(frame, task.classes)
+    if "train" not in set(frame["split"]):
+        raise ValueError(f"{exp.manifest}: no row has split 'train'; re-run split_dataset.py")
+    if gaps.get("train"):
+        raise ValueError(
+            f"{exp.manifest}: the train split has no sample of {gaps['train']}; the model "
+            "cannot learn a class it never sees — add samples or re-split with another seed"
+        )
+    for split, absent in gaps.items():
+        print(f"warning: the {split} split has no sample of {absent}; its metrics leave them out")
+    return frame
+
+
+def compile_model(model: keras.Model, exp: Experiment, task: Task, lr: float | None = None) -> None:
+    """Compile with the Experiment's optimizer and the task's loss."""
+    optimizer = make_optimizer(exp if lr is None else exp.replace(lr=lr))
+    if task.multilabel:
+        loss, metrics = "binary_crossentropy", [keras.metrics.BinaryAccuracy(name="accuracy")]
+    else:
+        loss, metrics = "categorical_crossentropy", ["accuracy"]
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=exp.jit_compile)
+
+
+def standard_callbacks(exp: Experiment, paths: RunPaths, best_so_far: float) -> list:
+    """Best-checkpoint, CSV history, resume-after-disconnect, and the optional schedule callbacks."""
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(
+            paths.work / "best.keras",
+            monitor="val_loss",
+            save_best_only=True,
+            initial_value_threshold=best_so_far if np.isfinite(best_so_far) else None,
+        ),
+        keras.callbacks.CSVLogger(paths.work / "history.csv", append=True),
+        keras.callbacks.BackupAndRestore(paths.work / "backup"),
+    ]
+    if exp.early_stopping:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(patience=exp.early_stopping, restore_best_weights=False)
+        )
+    if exp.reduce_lr:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(patience=exp.reduce_lr, factor=0.5))
+    return callbacks
+
+
+def _resume_state(paths: RunPaths) -> tuple[bool, float]:
+    """Whether an interrupted run is there to resume, and its best validation loss so far."""
+    history = paths.work / "history.csv"
+    if not (paths.work / "backup").exists():
+        history.unlink(missing_ok=True)  # a finished or new run starts its history afresh
+        (paths.work / "best.keras").unlink(missing_ok=True)
+        return False, float("inf")
+    if history.is_file() and history.stat().st_size:
+        past = pd.read_csv(history)
+        if "val_loss" in past and len(past):
+            return True, float(past["val_loss"].min())
+    return True, float("inf")
+
+
+def fit(exp: Experiment, task: Task, frame: pd.DataFrame, paths: RunPaths, log: SkipLog,
+        verbose: int | str = 2) -> tuple[keras.Model, pd.DataFrame]:
+    """Build, compile and fit the model on the train split (resuming an interrupted run)."""
+    train = frame[frame["split"] == "train"]
+    val = frame[frame["split"] == "val"]
+    if val.empty:
+        raise ValueError(f"{exp.manifest}: no 'val' rows; best-epoch selection needs a validation split")
+    train_ds = make_dataset(list(train["path"]), encode_labels(train["label"], task), exp, task,
+                            training=True, skip_log=log)
+    val_ds = make_dataset(list(val["path"]), encode_labels(val["label"], task), exp, task,
+                          training=False, skip_log=log)
+    model = build_model(exp, task)
+    compile_model(model, exp, task)
+    resuming, best = _resume_state(paths)
+    if resuming:
+        print(f"resuming {exp.stem} from its last finished epoch")
+    model.fit(train_ds, validation_data=val_ds, epochs=exp.epochs, verbose=verbose,
+              callbacks=standard_callbacks(exp, paths, best))
+    if (paths.work / "best.keras").exists():
+        model = keras.models.load_model(paths.work / "best.keras", compile=False)
+    history = pd.read_csv(paths.work / "history.csv") if exp.epochs else pd.DataFrame()
+    return model, history
+
+
+def save_model(model: keras.Model, paths: RunPaths) -> None:
+    """Write `.keras` and `.h5`, each atomically (temp file, then rename)."""
+    for target in (paths.keras, paths.h5):
+        with atomic_path(target) as tmp:
+            model.save(tmp)
+
+
+def evaluate_splits(model: keras.Model, task: Task, frame: pd.DataFrame, exp: Experiment,
+                    log: SkipLog) -> tuple[dict, pd.DataFrame]:
+    """Predict every manifest row once; metrics per split and the prediction frame."""
+    kept, probs = predict_paths(model, list(frame["path"]), exp.batch_size, log)
+    by_path = frame.set_index("path")
+    predictions = prediction_frame(kept, probs, task, list(by_path.loc[kept, "label"]))
+    predictions.insert(2, "split", list(by_path.loc[kept, "split"]))
+    metrics = {}
+    for split in ("train", "val", "test"):
+        rows = (predictions["split"] == split).to_numpy()
+        if not rows.any():
+            continue
+        y_true = encode_labels(predictions.loc[rows, "label"], task)
+        if task.multilabel:
+            metrics[split] = evaluate.multilabel_metrics(y_true, probs[rows], task.classes)
+        else:
+            metrics[split] = evaluate.classification_metrics(y_true, probs[rows], task.classes)
+    return metrics, predictions
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded in the run card."""
+    import sklearn
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__, "pandas": pd.__version__,
+            "scikit-learn": sklearn.__version__}
+
+
+def device() -> str:
+    """The device the run trained on, in words."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return f"{len(gpus)} GPU ({gpus[0].name})" if gpus else f"CPU ({platform.processor() or platform.machine()})"
+
+
+def append_result(row: dict, results: Path) -> None:
+    """Append one row to `models/results.csv` under a file lock (parallel runs both land)."""
+    with FileLock(str(results) + ".lock"):
+        table = pd.read_csv(results) if results.is_file() else pd.DataFrame()
+        table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
+        atomic_write_csv(table, results)
+
+
+def write_plots(model: keras.Model, exp: Experiment, task: Task, paths: RunPaths, history: pd.DataFrame,
+                metrics: dict, predictions: pd.DataFrame, phase_starts: tuple[int, ...] = ()) -> None:
+    """History curves, confusion matrix and a 3x3 sample grid of the test (or validation) split."""
+    from facelab.data.images import read_image, resize_image
+
+    if not history.empty:
+        plots.plot_history(history, paths.history_plot, exp.stem, phase_starts)
+    split = "test" if "test" in metrics else "val"
+    if split in metrics and not task.multilabel:
+        plots.plot_confusion(metrics[split]["confusion_matrix"], task.classes, paths.confusion_plot,
+                             f"{exp.stem} ({split})")
+    sample = predictions[predictions["split"] == split]
+    sample = sample.sample(min(9, len(sample)), random_state=exp.seed) if len(sample) else sample
+    if len(sample):
+        images = np.stack([resize_image(read_image(p), exp.image_size) for p in sample["path"]])
+        plots.plot_samples(images, list(sample["label"]), list(sample["predicted"]),
+                           list(sample["confidence"] / 100.0), paths.samples_plot, f"{exp.stem} ({split})")
+
+
+def run_experiment(exp: Experiment, command: str = "", verbose: int | str = 2) -> dict:
+    """Train, evaluate, predict and plot one run; returns the run card (also written to disk)."""
+    task = get_task(exp.task)
+    keras.utils.set_random_seed(exp.seed)
+    frame = load_split_manifest(exp, task)
+    paths = RunPaths(exp)
+    paths.make()
+    log = SkipLog()
+    start = time.perf_counter()
+    print(f"run {exp.stem}: {len(frame)} images, {exp.epochs} epochs, {exp.model} at {exp.image_size}px")
+    model, history = fit(exp, task, frame, paths, log, verbose)
+    train_seconds = time.perf_counter() - start
+    save_model(model, paths)
+    metrics, predictions = evaluate_splits(model, task, frame, exp, log)
+    atomic_write_csv(predictions, paths.predictions_csv)
+    if not history.empty:
+        atomic_write_csv(history, paths.history)
+    card = {
+        "stem": exp.stem, "task": exp.task, "model": exp.model, "run": exp.run,
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "classes": list(task.classes),
+        "experiment": exp.to_dict(), "command": command, "versions": versions(), "device": device(),
+        "epochs_run": len(history), "best_epoch": _best_epoch(history),
+        "wall_time_s": round(time.perf_counter() - start, 1), "train_time_s": round(train_seconds, 1),
+        "parameters": int(model.count_params()), "skipped": len(log), "metrics": metrics,
+    }
+    atomic_write_text(json.dumps(card, indent=2, default=_json_default), paths.card)
+    append_result(evaluate.results_row(card), paths.results)
+    write_plots(model, exp, task, paths, history, metrics, predictions)
+    log.write_next_to(paths.card)
+    shutil.rmtree(paths.work, ignore_errors=True)
+    _print_summary(card, paths)
+    return card
+
+
+def _best_epoch(history: pd.DataFrame) -> int | None:
+    if history.empty or "val_loss" not in history:
+        return None
+    return int(history.loc[history["val_loss"].idxmin(), "epoch"]) + 1
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _print_summary(card: dict, paths: RunPaths) -> None:
+    parts = [f"{split} acc {m['accuracy']:.4f} loss {m['loss']:.4f}" for split, m in card["metrics"].items()
+             if "accuracy" in m]
+    print(f"{card['stem']}: " + " | ".join(parts) + f" ({card['wall_time_s']:.0f} s)")
+    print(f"  model  {paths.keras}  (+ .h5, run card {paths.card.name})")
+    print(f"  plots  {paths.history_plot}, {paths.confusion_plot.name}, {paths.samples_plot.name}")
+    print(f"  preds  {paths.predictions_csv}")
