@@ -3,6 +3,9 @@
 keras-adabound targets Keras 2 and fails on Keras 3, so facelab carries its own
 implementation of Luo et al., "Adaptive Gradient Methods with Dynamic Bound of Learning
 Rate" (ICLR 2019), following the authors' reference code (github.com/Luolc/AdaBound).
+
+Importing this module registers AdaBound, so ``keras.models.load_model`` of a model compiled
+with it needs no ``custom_objects``; without the import, load with ``compile=False``.
 """
 
 from __future__ import annotations
@@ -99,8 +102,8 @@ class AdaBound(keras.optimizers.Optimizer):
         """Apply one AdaBound/AMSBound step to ``variable``."""
         dtype = variable.dtype
         learning_rate = ops.convert_to_tensor(learning_rate)
-        # Divide before casting so that lr / base_lr is exactly 1 while the lr is unchanged,
-        # whatever precision the learning-rate variable is kept in.
+        # base_lr rounded to the learning rate's own precision (float32 by default), so that
+        # lr / base_lr is exactly 1 while the learning rate is unchanged.
         base_lr = ops.cast(
             ops.convert_to_tensor(
                 self.base_lr, keras.backend.standardize_dtype(learning_rate.dtype)

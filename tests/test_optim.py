@@ -160,6 +160,19 @@ def test_get_config_round_trips():
     assert config["l2"] == 1e-4 and config["weight_decay"] is None and config["amsbound"]
 
 
+def test_a_learning_rate_schedule_trains_and_sets_the_base_lr():
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.02, decay_steps=4, decay_rate=0.5)
+    optimizer = AdaBound(learning_rate=schedule)
+    assert optimizer.base_lr == pytest.approx(0.02)
+    x, y = tiny_data()
+    model = tiny_classifier()
+    model.compile(optimizer, "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert float(optimizer.learning_rate.numpy()) == pytest.approx(0.01)
+    restored = AdaBound.from_config(keras.optimizers.serialize(optimizer)["config"])
+    assert restored.base_lr == pytest.approx(0.02)
+
+
 def test_invalid_hyperparameters_are_rejected():
     with pytest.raises(ValueError, match="beta_2"):
         AdaBound(beta_2=1.0)

@@ -18,6 +18,7 @@ from facelab.data.pipeline import (
 )
 from facelab.data.skipped import SkipLog
 from facelab.tasks import get_task
+from tests.conftest import shared_data
 
 SIZE = 8
 ORIENTATION = get_task("orientation")
@@ -31,7 +32,9 @@ def _exp(**changes):
 
 
 def _only_flip(**changes):
-    return _exp(augment=True, rotation=0.0, shift=0.0, zoom=0.0, brightness=0.0, flip=True, **changes)
+    return _exp(
+        augment=True, rotation=0.0, shift=0.0, zoom=0.0, brightness=0.0, flip=True, **changes
+    )
 
 
 def _grey(tmp_path, name, value):
@@ -217,13 +220,19 @@ def test_disk_cache_left_locked_by_a_killed_run_is_rebuilt(tmp_path):
     prefix = cache_prefix(cache, paths, SIZE)
     (cache / f"{prefix.name}_0.lockfile").write_text("Created at: 0")
 
-    images = np.concatenate(list(make_dataset(paths, None, _exp(cache=str(cache)), GENDER, training=False)))
+    images = np.concatenate(
+        list(make_dataset(paths, None, _exp(cache=str(cache)), GENDER, training=False))
+    )
 
     np.testing.assert_allclose(images, 70)
 
 
 def test_predict_dataset_flags_bad_files_and_keeps_paths_aligned(tmp_path):
-    paths = [_grey(tmp_path, "a.png", 10), str(tmp_path / "missing.jpg"), _grey(tmp_path, "c.png", 30)]
+    paths = [
+        _grey(tmp_path, "a.png", 10),
+        str(tmp_path / "missing.jpg"),
+        _grey(tmp_path, "c.png", 30),
+    ]
     log = SkipLog()
 
     with pytest.warns(UserWarning, match="missing.jpg"):
@@ -251,3 +260,13 @@ def test_encode_labels_one_hot_multi_hot_and_unknown_label():
     assert multi[1].sum() == 0
     with pytest.raises(ValueError, match=r"'up'.*\['left', 'center', 'right'\]"):
         encode_labels(["left", "up"], ORIENTATION)
+
+
+def test_real_extended_yale_b_pgms_decode_as_grey_rgb():
+    pgms = sorted(shared_data("yaleb").glob("yaleB01/yaleB01_P00A*.pgm"))[:3]
+
+    images = np.concatenate(list(make_dataset(pgms, None, _exp(), ORIENTATION, training=False)))
+
+    assert images.shape == (3, SIZE, SIZE, 3)
+    np.testing.assert_array_equal(images[..., 0], images[..., 2])  # grey stays grey
+    assert 0 < images.mean() < 255

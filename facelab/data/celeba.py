@@ -104,10 +104,11 @@ def read_table(
 
 def read_attributes(path: str | os.PathLike, skip_log: SkipLog | None = None) -> pd.DataFrame:
     """`list_attr_celeba.txt` -> frame of 40 columns of 1 / -1, indexed by image file name."""
+    skip_log = skip_log if skip_log is not None else SkipLog()
     frame = read_table(path, ATTRIBUTES, header=True, skip_log=skip_log)
     bad = ~frame.isin([1, -1]).all(axis=1)
     for image_id in frame.index[bad]:
-        (skip_log or SkipLog()).add(f"{Path(path).name}: {image_id}", "attribute values not 1/-1")
+        skip_log.add(f"{Path(path).name}: {image_id}", "attribute values not 1/-1")
     return frame[~bad]
 
 
@@ -128,13 +129,14 @@ def read_partition(path: str | os.PathLike, skip_log: SkipLog | None = None) -> 
 
 def image_sizes(paths: list[Path], skip_log: SkipLog | None = None) -> pd.DataFrame:
     """Width and height of each image from its header (no full decode); unreadable ones are skipped."""
+    skip_log = skip_log if skip_log is not None else SkipLog()
     sizes = {}
     for path in paths:
         try:
             with Image.open(path) as image:
                 sizes[path.name] = image.size
         except (OSError, ValueError) as err:
-            (skip_log or SkipLog()).add(path, f"not a readable image ({type(err).__name__})")
+            skip_log.add(path, f"not a readable image ({type(err).__name__})")
     frame = pd.DataFrame.from_dict(sizes, orient="index", columns=["width", "height"])
     frame.index.name = "image_id"
     return frame

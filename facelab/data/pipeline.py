@@ -6,8 +6,9 @@ resize function (area when shrinking) is used everywhere. Files that cannot be r
 and recorded in a ``SkipLog``, never fatal. Images stay uint8 until they are batched.
 
 Augmentation is fused: per image ONE affine matrix (rotation, shift, zoom and horizontal flip
-about the centre) is applied by one projective-transform call per batch, then a brightness
-factor; a flip swaps the labels of the classes ``Task.flip_swap`` names (left <-> right).
+about the centre) is built in TensorFlow, vectorised over the batch, and applied by one
+``cv2.warpAffine`` per image (one resampling, not one per transform), then a brightness factor;
+a flip swaps the labels of the classes ``Task.flip_swap`` names (left <-> right).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import tensorflow as tf
 
@@ -28,6 +30,9 @@ from facelab.data.skipped import SkipLog
 from facelab.tasks import Task, get_task
 
 AUTOTUNE = tf.data.AUTOTUNE
+
+# Files decoded per numpy_function call: fewer calls, less overhead (about 2x faster than one by one).
+DECODE_CHUNK = 16
 
 # Bump when decoding or resizing changes, so on-disk caches written before are not reused.
 CACHE_VERSION = 1
@@ -79,60 +84,54 @@ def make_dataset(
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise ValueError("no image paths given; the manifest split selected no rows")
-    if targets is not None:
-        targets = np.asarray(targets, np.float32)
-        if targets.ndim != 2 or targets.shape != (len(paths), task.num_classes):
+    if targets is None:
+        # A placeholder carried along and dropped at the end (zero-width columns crash TF 2.21).
+        columns = np.zeros((len(paths), 1), np.float32)
+    else:
+        columns = np.asarray(targets, np.float32)
+        if columns.shape != (len(paths), task.num_classes):
             raise ValueError(
-                f"targets have shape {targets.shape}, expected ({len(paths)}, {task.num_classes}): "
+                f"targets have shape {columns.shape}, expected ({len(paths)}, {task.num_classes}): "
                 f"one row per path and one column per class of task {task.name!r} "
                 "(use encode_labels)"
             )
     shuffle = training if shuffle is None else shuffle
     size = exp.image_size
-    skip_log = SkipLog() if skip_log is None else skip_log
 
     buffer = max(1024, SHUFFLE_BUFFER_BYTES // (size * size * 3))
     if shuffle and len(paths) > buffer:
         order = np.random.default_rng(exp.seed).permutation(len(paths))
         paths = [paths[i] for i in order]
-        targets = None if targets is None else targets[order]
+        columns = columns[order]
 
-    images = tf.data.Dataset.from_tensor_slices(paths).map(
-        lambda path: _load(path, size), num_parallel_calls=AUTOTUNE, deterministic=True
+    chunks = tf.data.Dataset.from_tensor_slices(paths).batch(DECODE_CHUNK)
+    chunks = chunks.map(
+        lambda chunk: _load(chunk, size), num_parallel_calls=AUTOTUNE, deterministic=True
     )
-    images = _cache(images, exp.cache, paths, size)
+    chunks = _cache(chunks, exp.cache, paths, size)  # targets stay out: a cache is per image set
+    labels = tf.data.Dataset.from_tensor_slices((paths, columns)).batch(DECODE_CHUNK)
+    record = _SkipRecorder(skip_log)
 
-    columns = [images, tf.data.Dataset.from_tensor_slices(paths)]
-    if targets is not None:
-        columns.append(tf.data.Dataset.from_tensor_slices(targets))
-    ds = tf.data.Dataset.zip(tuple(columns))
-    ds = ds.filter(_recorder(skip_log))
-    if targets is None:
-        ds = ds.map(lambda loaded, path: loaded[0])
-    else:
-        ds = ds.map(lambda loaded, path, target: (loaded[0], target))
+    def readable(loaded, labelled):
+        (images, ok, reasons), (chunk_paths, chunk_columns) = loaded, labelled
+        ok = tf.cond(tf.reduce_all(ok), lambda: ok, lambda: record.op(chunk_paths, ok, reasons))
+        return tf.boolean_mask(images, ok), tf.boolean_mask(chunk_columns, ok)
 
+    ds = tf.data.Dataset.zip((chunks, labels)).map(readable).unbatch()
     if shuffle:
         ds = ds.shuffle(min(len(paths), buffer), seed=exp.seed, reshuffle_each_iteration=True)
     ds = ds.batch(exp.batch_size)
     if training and exp.augment:
         seeds = tf.data.Dataset.random(seed=exp.seed, rerandomize_each_iteration=True).batch(2)
-        if targets is None:
-            ds = tf.data.Dataset.zip((ds, seeds)).map(
-                lambda x, seed: augment_batch(x, None, exp, task, seed)[0],
-                num_parallel_calls=AUTOTUNE,
-                deterministic=True,
-            )
-        else:
-            ds = tf.data.Dataset.zip((ds, seeds)).map(
-                lambda batch, seed: augment_batch(batch[0], batch[1], exp, task, seed),
-                num_parallel_calls=AUTOTUNE,
-                deterministic=True,
-            )
-    elif targets is None:
-        ds = ds.map(lambda x: tf.cast(x, tf.float32))
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda batch, seed: augment_batch(batch[0], batch[1], exp, task, seed),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
     else:
         ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    if targets is None:
+        ds = ds.map(lambda x, y: x)
     return ds.prefetch(AUTOTUNE)
 
 
@@ -147,16 +146,14 @@ def make_predict_dataset(
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise ValueError("no image paths given to predict on")
-    record = _recorder(SkipLog() if skip_log is None else skip_log)
+    record = _SkipRecorder(skip_log)
 
-    def load(path):
-        loaded = _load(path, image_size)
-        return loaded[0], path, record(loaded, path)
+    def load(batch):
+        images, ok, reasons = _load(batch, image_size)
+        return tf.cast(images, tf.float32), batch, record.op(batch, ok, reasons)
 
-    ds = tf.data.Dataset.from_tensor_slices(paths).map(
-        load, num_parallel_calls=AUTOTUNE, deterministic=True
-    )
-    ds = ds.batch(batch_size).map(lambda x, p, ok: (tf.cast(x, tf.float32), p, ok))
+    ds = tf.data.Dataset.from_tensor_slices(paths).batch(batch_size)
+    ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.prefetch(AUTOTUNE)
 
 
@@ -176,61 +173,72 @@ def augment_batch(
     the task's flip permutation (left <-> right). Same seed, same result. Returns float32 0..255.
     """
     task = get_task(task) if isinstance(task, str) else task
-    images = tf.cast(images, tf.float32)
+    images = tf.convert_to_tensor(images)
+    if images.dtype != tf.uint8:
+        images = tf.cast(images, tf.float32)
     targets = None if targets is None else tf.cast(targets, tf.float32)
-    seed = _seed_pair(seed_or_generator)
+    seeds = tf.random.experimental.stateless_split(_seed_pair(seed_or_generator), num=5)
     batch = tf.shape(images)[0]
-    height, width = tf.shape(images)[1], tf.shape(images)[2]
-    uniform_seeds = tf.random.experimental.stateless_split(seed, num=5)
 
-    def uniform(i: int, limit: float) -> tf.Tensor:
-        return tf.random.stateless_uniform(
-            [batch], uniform_seeds[i], minval=-limit, maxval=limit, dtype=tf.float32
-        )
+    def uniform(i: int, limit: float, shape=()) -> tf.Tensor:
+        return tf.random.stateless_uniform([*shape, batch], seeds[i], minval=-limit, maxval=limit)
 
     flip = None
     if exp.flip:
-        flip = tf.random.stateless_uniform([batch], uniform_seeds[0]) < flip_probability
+        flip = tf.random.stateless_uniform([batch], seeds[0]) < flip_probability
     if exp.rotation or exp.shift or exp.zoom or exp.flip:
-        angle = uniform(1, math.radians(exp.rotation))
-        scale = 1.0 + uniform(2, exp.zoom)
-        shifts = tf.random.stateless_uniform(
-            [2, batch], uniform_seeds[3], minval=-exp.shift, maxval=exp.shift
-        )
         mirror = tf.ones([batch]) if flip is None else tf.where(flip, -1.0, 1.0)
-        transforms = _affine_transforms(angle, scale, mirror, shifts, height, width)
-        images = tf.raw_ops.ImageProjectiveTransformV3(
-            images=images,
-            transforms=transforms,
-            output_shape=tf.stack([height, width]),
-            fill_value=0.0,
-            interpolation="BILINEAR",
-            fill_mode="NEAREST",
+        matrices = _affine_matrices(
+            angle=uniform(1, math.radians(exp.rotation)),
+            scale=1.0 + uniform(2, exp.zoom),
+            mirror=mirror,
+            shifts=uniform(3, exp.shift, shape=[2]),
+            size=tf.shape(images)[1:3],
         )
+        warped = tf.numpy_function(_warp, [images, matrices], images.dtype, stateful=False)
+        images = tf.ensure_shape(warped, images.shape)
+    images = tf.cast(images, tf.float32)
     if exp.brightness:
-        factor = 1.0 + uniform(4, exp.brightness)
-        images = images * factor[:, None, None, None]
+        images = images * (1.0 + uniform(4, exp.brightness))[:, None, None, None]
     images = tf.clip_by_value(images, 0.0, 255.0)
 
     if targets is not None and flip is not None and task.flip_swap:
         perm = task.flip_permutation()
-        inverse = [perm.index(i) for i in range(len(perm))]  # new class j comes from class inverse[j]
+        inverse = [perm.index(j) for j in range(len(perm))]  # class j comes from class inverse[j]
         targets = tf.where(flip[:, None], tf.gather(targets, inverse, axis=1), targets)
     return images, targets
 
 
-def _affine_transforms(angle, scale, mirror, shifts, height, width) -> tf.Tensor:
-    """(B, 8) projective transforms mapping each output pixel to the input pixel it samples."""
+def _affine_matrices(angle, scale, mirror, shifts, size) -> tf.Tensor:
+    """(B, 2, 3) affine matrices mapping each output pixel (x, y) to the input point it samples."""
+    # input = M @ (output - centre) + centre + shift, with M = scale * rotation @ diag(mirror, 1):
+    # rotation, zoom and flip all about the image centre, so a pure flip is exactly x -> W-1-x.
+    height, width = tf.cast(size[0], tf.float32), tf.cast(size[1], tf.float32)
     cos, sin = tf.cos(angle) * scale, tf.sin(angle) * scale
-    # Input = M @ (output - centre) + centre + shift, with M = scale * rotation @ diag(mirror, 1).
-    a0, a1 = cos * mirror, -sin
-    b0, b1 = sin * mirror, cos
-    cx = (tf.cast(width, tf.float32) - 1.0) / 2.0
-    cy = (tf.cast(height, tf.float32) - 1.0) / 2.0
-    a2 = cx + shifts[0] * tf.cast(width, tf.float32) - a0 * cx - a1 * cy
-    b2 = cy + shifts[1] * tf.cast(height, tf.float32) - b0 * cx - b1 * cy
-    zeros = tf.zeros_like(angle)
-    return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    a0, a1, b0, b1 = cos * mirror, -sin, sin * mirror, cos
+    cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
+    a2 = cx + shifts[0] * width - a0 * cx - a1 * cy
+    b2 = cy + shifts[1] * height - b0 * cx - b1 * cy
+    return tf.reshape(tf.stack([a0, a1, a2, b0, b1, b2], axis=1), [-1, 2, 3])
+
+
+def _warp(images: np.ndarray, matrices: np.ndarray) -> np.ndarray:
+    """Resample each image once (bilinear, borders filled with the nearest pixel).
+
+    OpenCV's warpAffine: about 7x faster per core here than TF's ImageProjectiveTransformV3.
+    """
+    out = np.empty_like(images)
+    height, width = images.shape[1:3]
+    for image, matrix, target in zip(images, matrices, out, strict=True):
+        cv2.warpAffine(
+            image,
+            matrix,
+            (width, height),
+            dst=target,
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+    return out
 
 
 def _seed_pair(seed_or_generator) -> tf.Tensor:
@@ -242,61 +250,69 @@ def _seed_pair(seed_or_generator) -> tf.Tensor:
     return tf.reshape(seed, [2]) if seed.shape.rank else tf.stack([seed, tf.zeros_like(seed)])
 
 
-def _load(path: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """(uint8 (size, size, 3) image, ok, reason) for one path; a failure gives a black image."""
-    image, ok, reason = tf.numpy_function(
-        lambda p: _read_resized(p, size), [path], [tf.uint8, tf.bool, tf.string], stateful=False
+def _load(paths: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(uint8 (k, size, size, 3) images, ok (k,), reasons (k,)) for k paths; failures are black."""
+    images, ok, reasons = tf.numpy_function(
+        lambda p: _read_resized(p, size), [paths], [tf.uint8, tf.bool, tf.string], stateful=False
     )
-    image.set_shape([size, size, 3])
-    ok.set_shape([])
-    reason.set_shape([])
-    return image, ok, reason
+    images.set_shape([None, size, size, 3])
+    ok.set_shape([None])
+    reasons.set_shape([None])
+    return images, ok, reasons
 
 
-def _read_resized(path: bytes, size: int) -> tuple[np.ndarray, np.bool_, bytes]:
-    try:
-        image = resize_image(read_image(os.fsdecode(path)), size)
-        return image, np.bool_(True), b""
-    except ImageReadError as err:
-        reason = err.reason
-    except Exception as err:  # an unexpected decoder failure still only skips this file
-        reason = f"cannot decode ({type(err).__name__}: {err})"
-    return np.zeros((size, size, 3), np.uint8), np.bool_(False), reason.encode()
+def _read_resized(paths: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    images = np.zeros((len(paths), size, size, 3), np.uint8)
+    ok = np.zeros(len(paths), bool)
+    reasons = np.full(len(paths), b"", object)
+    for i, path in enumerate(paths):
+        try:
+            images[i] = resize_image(read_image(os.fsdecode(path)), size)
+            ok[i] = True
+        except ImageReadError as err:
+            reasons[i] = err.reason.encode()
+        except Exception as err:  # an unexpected decoder failure still only skips this file
+            reasons[i] = f"cannot decode ({type(err).__name__}: {err})".encode()
+    return images, ok, reasons
 
 
-def _recorder(skip_log: SkipLog):
-    """A filter predicate on ((image, ok, reason), path, ...) that records each failed path once."""
-    seen: set[bytes] = set()
-    lock = threading.Lock()
+class _SkipRecorder:
+    """Records each failed path once in a SkipLog (epochs repeat; files do not)."""
 
-    def record(path: bytes, reason: bytes) -> np.bool_:
-        with lock:
-            if path not in seen:
-                seen.add(path)
-                skip_log.add(os.fsdecode(path), reason.decode())
-        return np.bool_(False)
+    def __init__(self, skip_log: SkipLog | None):
+        self.skip_log = SkipLog() if skip_log is None else skip_log
+        self.seen: set[bytes] = set()
+        self.lock = threading.Lock()
 
-    def keep(loaded, path, *rest):
-        ok, reason = loaded[1], loaded[2]
-        return tf.cond(
-            ok,
-            lambda: tf.constant(True),
-            lambda: tf.reshape(tf.numpy_function(record, [path, reason], tf.bool), []),
-        )
+    def __call__(self, paths: np.ndarray, ok: np.ndarray, reasons: np.ndarray) -> np.ndarray:
+        for path, good, reason in zip(
+            np.atleast_1d(paths), np.atleast_1d(ok), np.atleast_1d(reasons), strict=True
+        ):
+            if not good:
+                with self.lock:
+                    if path in self.seen:
+                        continue
+                    self.seen.add(path)
+                self.skip_log.add(os.fsdecode(path), reason.decode())
+        return ok
 
-    return keep
+    def op(self, paths: tf.Tensor, ok: tf.Tensor, reasons: tf.Tensor) -> tf.Tensor:
+        """Record the failures among a vector of ``paths``; returns ``ok`` unchanged."""
+        result = tf.numpy_function(self, [paths, ok, reasons], tf.bool)
+        return tf.ensure_shape(result, ok.shape)
 
 
 def cache_prefix(folder: str | os.PathLike, paths: Sequence[str], image_size: int) -> Path:
     """The on-disk cache file prefix for these paths at this size: a hash of both (and the decoder)."""
-    digest = hashlib.sha256(f"facelab-cache-v{CACHE_VERSION}\n{image_size}\n".encode())
+    key = f"facelab-cache-v{CACHE_VERSION}\nchunk {DECODE_CHUNK}\nsize {image_size}\n"
+    digest = hashlib.sha256(key.encode())
     for path in paths:
         digest.update(os.path.abspath(path).encode("utf-8", "surrogateescape") + b"\n")
     return Path(folder) / f"images_{image_size}px_{digest.hexdigest()[:20]}"
 
 
 def _cache(ds: tf.data.Dataset, cache: str, paths: Sequence[str], size: int) -> tf.data.Dataset:
-    if cache == "none":
+    if cache in ("none", ""):
         return ds
     if cache == "memory":
         return ds.cache()

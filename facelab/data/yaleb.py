@@ -16,7 +16,9 @@ import pandas as pd
 
 from facelab.data.skipped import SkipLog
 
-_NAME = re.compile(r"^(?P<subject>yaleB\d{2})_P(?P<pose>\d{2})A(?P<az>[+-]\d{3})E(?P<el>[+-]\d{2})$")
+_NAME = re.compile(
+    r"^(?P<subject>yaleB\d{2})_P(?P<pose>\d{2})A(?P<az>[+-]\d{3})E(?P<el>[+-]\d{2})$"
+)
 _AMBIENT = re.compile(r"_Ambient$", re.IGNORECASE)
 
 # Azimuth limits of the three classes, in degrees (image coordinates, see the module docstring).
@@ -42,13 +44,15 @@ def read_yaleb(root: str | os.PathLike, skip_log: SkipLog | None = None) -> pd.D
 
     Columns: path (absolute), subject, group (= subject), azimuth, elevation, label. Ambient images
     are left out (counted in ``frame.attrs["ambient"]``); a .pgm whose name does not parse goes to
-    ``skip_log``. Other files (DEADJOE, WS_FTP.LOG, *.info) are not images and are ignored.
+    ``skip_log`` (a fresh one, which warns, when None). Other files (DEADJOE, WS_FTP.LOG, *.info)
+    are not images and are ignored.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(
             f"{root}: no such folder; pass the Extended Yale B folder that holds yaleBNN/ subfolders"
         )
+    skip_log = skip_log if skip_log is not None else SkipLog()
     rows = []
     ambient = 0
     for path in sorted(root.rglob("*")):
@@ -61,13 +65,12 @@ def read_yaleb(root: str | os.PathLike, skip_log: SkipLog | None = None) -> pd.D
         match = _NAME.match(stem)
         label = None if match is None else azimuth_label(int(match["az"]))
         if label is None:
-            if skip_log is not None:
-                reason = (
-                    "file name is not yaleBNN_PxxA±aaaE±ee.pgm"
-                    if match is None
-                    else f"azimuth {int(match['az'])} lies between the light classes"
-                )
-                skip_log.add(path, reason)
+            reason = (
+                "file name is not yaleBNN_PxxA±aaaE±ee.pgm"
+                if match is None
+                else f"azimuth {int(match['az'])} lies between the light classes"
+            )
+            skip_log.add(path, reason)
             continue
         rows.append(
             (

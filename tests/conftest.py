@@ -1,0 +1,28 @@
+"""Shared fixtures: the real-data folder beside the checkout, and small files in the real formats."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_data(name: str) -> Path:
+    """A folder of ../shared/data, or skip the test when it is absent."""
+    folder = SHARED_DATA / name
+    if not folder.is_dir():
+        pytest.skip(f"real data {folder} not present")
+    return folder
+
+
+@pytest.fixture
+def chdir_tmp(tmp_path, monkeypatch) -> Path:
+    """Run the test inside an empty folder (outputs land in tmp_path/models, plots, ...)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
