@@ -131,7 +131,7 @@ def fit(exp: Experiment, task: Task, frame: pd.DataFrame, paths: RunPaths, log: 
     resuming, best = _resume_state(paths)
     if resuming:
         print(f"resuming {exp.stem} from its last finished epoch")
-    model.fit(train_ds, validation_data=val_ds, epochs=exp.epochs, verbose=verbose,
+    model.fit(train_ds, validation_data=val_ds, epochs=exp.epochs, verbose=verbose, shuffle=False,
               callbacks=standard_callbacks(exp, paths, best))
     if (paths.work / "best.keras").exists():
         model = keras.models.load_model(paths.work / "best.keras", compile=False)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import multiprocessing
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -26,6 +27,7 @@ from facelab.io import atomic_write_csv, atomic_write_text
 MARKER = "facelab_synth.json"  # written into every render_celeba folder; marks it as ours
 _GENERATOR = "facelab.data.synthetic.render_celeba"
 IMAGE_DIR = "img_align_celeba"
+LIGHT_KINDS = ("directional", "flat", "two_sided")
 TRUTH_COLUMNS = (
     "image_id", "identity", "yaw", "orientation", "light_azimuth", "light_kind", "light",
     "male", "skin", "background",
@@ -54,7 +56,7 @@ _BEARDS = ("none", "stubble", "full", "goatee", "mustache")
 _RANDOM_ATTRIBUTES = {
     "Attractive": 0.51, "Bags_Under_Eyes": 0.20, "Double_Chin": 0.05, "High_Cheekbones": 0.45,
     "Oval_Face": 0.28, "Pointy_Nose": 0.28, "Straight_Hair": 0.21, "Wavy_Hair": 0.32,
-    "Wearing_Hat": 0.05, "Young": 0.77,
+    "Wearing_Hat": 0.05,
 }  # fmt: skip
 
 
@@ -113,7 +115,7 @@ class Look:
     scale: float = 1.0
     shift: tuple[float, float] = (0.0, 0.0)
     light_elevation: float = 15.0
-    light_distance: float = 350.0  # face units (about head heights x 5)
+    light_distance: float = 300.0  # lamp to head centre, face units (a head is ~135 high)
     ambient: float = 0.2
     exposure: float = 1.0
     light_rgb: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -154,16 +156,24 @@ def sample_yaw(rng: np.random.Generator) -> float:
 
 
 def sample_light(rng: np.random.Generator) -> tuple[str, float]:
-    """(kind, azimuth): 10% flat, 5% two-sided (azimuth 0), else directional left/center/right."""
+    """(kind, azimuth): 10% flat, 5% two-sided, else directional from the left, centre or right.
+
+    A two-sided light's azimuth is where its two lamps stand (+- azimuth); flat light has none (0).
+    """
     u = rng.random()
     if u < 0.10:
         return "flat", 0.0
     if u < 0.15:
-        return "two_sided", 0.0
+        return "two_sided", float(rng.uniform(35, 90))
+    return "directional", _directional_azimuth(rng)
+
+
+def _directional_azimuth(rng: np.random.Generator) -> float:
+    """Left (+20..110), frontal (-8..8) or right (-110..-20), a third each."""
     side = int(rng.integers(3))
     if side == 1:
-        return "directional", float(rng.uniform(-8, 8))
-    return "directional", float((1, 0, -1)[side] * rng.uniform(20, 110))
+        return float(rng.uniform(-8, 8))
+    return float((1, 0, -1)[side] * rng.uniform(20, 110))
 
 
 def _skin_rgb(skin: float, rng: np.random.Generator) -> tuple[int, int, int]:
@@ -216,8 +226,12 @@ def sample_identity(rng: np.random.Generator, identity: int, male: bool | None =
         eye_dist=float(rng.uniform(35, 40)),
         eye_size=float(rng.uniform(5.8, 7.0)),
         narrow_eyes=bool(rng.random() < 0.12),
-        iris_rgb=tuple(int(v) for v in rng.choice([[60, 38, 22], [40, 28, 20], [70, 100, 130],
-                                                   [80, 95, 60]], p=[0.5, 0.3, 0.12, 0.08])),
+        iris_rgb=tuple(
+            int(v)
+            for v in rng.choice(
+                [[60, 38, 22], [40, 28, 20], [70, 100, 130], [80, 95, 60]], p=[0.5, 0.3, 0.12, 0.08]
+            )
+        ),
         brow_thick=float(rng.uniform(2.6, 3.4) + (1.2 if male else 0)),
         arched_brows=bool(not male and rng.random() < 0.45),
         nose_len=float(rng.uniform(21, 25) + (2 if big_nose else 0)),
@@ -255,14 +269,16 @@ def sample_look(
 ) -> Look:
     """Draw one photo's pose, light, expression, accessories and background (given ones kept)."""
     yaw = sample_yaw(rng) if yaw is None else float(yaw)
-    if light_kind is None:
-        light_kind, drawn_azimuth = sample_light(rng)
-        light_azimuth = drawn_azimuth if light_azimuth is None else light_azimuth
-    if light_kind not in ("directional", "flat", "two_sided"):
-        raise ValueError(f"light_kind must be directional, flat or two_sided, not {light_kind!r}")
+    if light_kind is None and light_azimuth is None:
+        light_kind, light_azimuth = sample_light(rng)
+    light_kind = light_kind or "directional"
+    if light_kind not in LIGHT_KINDS:
+        raise ValueError(f"light_kind must be one of {LIGHT_KINDS}, not {light_kind!r}")
+    if light_azimuth is None:
+        light_azimuth = _directional_azimuth(rng) if light_kind == "directional" else 60.0
+    azimuth = 0.0 if light_kind == "flat" else float(light_azimuth)
     if light_kind == "two_sided":
-        light_azimuth = float(rng.uniform(35, 90))  # the two lamps stand at +-this
-    azimuth = 0.0 if light_kind == "flat" or light_azimuth is None else float(light_azimuth)
+        azimuth = abs(azimuth)
     smiling = bool(rng.random() < 0.48)
     p = identity
     return Look(
@@ -288,8 +304,11 @@ def sample_look(
         necklace=bool(rng.random() < p.necklace_p),
         necktie=bool(rng.random() < p.necktie_p),
         blurry=bool(rng.random() < 0.05),
-        background=str(rng.choice(["plain", "vgradient", "hgradient", "noise", "scene"],
-                                  p=[0.3, 0.2, 0.15, 0.2, 0.15])),
+        background=str(
+            rng.choice(
+                ["plain", "vgradient", "hgradient", "noise", "scene"], p=[0.3, 0.2, 0.15, 0.2, 0.15]
+            )
+        ),
         background_level=float(rng.uniform(15, 240)),
         jpeg_quality=int(rng.integers(70, 96)),
     )
@@ -347,36 +366,41 @@ def _lights(look: Look) -> _Lights:
     return _Lights(directions, strength, ambient, colour, distance, bounce)
 
 
-def _shade(normals, albedo, lights: _Lights, shine=None, shadows=None, points=None) -> np.ndarray:
-    """Lambert + Blinn-Phong: radiance (..., 3) of surfaces with unit `normals` (..., 3).
+def _dot(v, u) -> np.ndarray:
+    return v[0] * u[0] + v[1] * u[1] + v[2] * u[2]
 
-    With `points` (world positions, face units) the lamps are point lights with 1/d^2 fall-off.
+
+def _shade(normals, albedo, lights: _Lights, shine=None, shadows=None, points=None) -> np.ndarray:
+    """Lambert + Blinn-Phong: radiance (..., 3) of surfaces with unit `normals` (nx, ny, nz).
+
+    With `points` (world x, y, z in face units) the lamps are point lights with 1/d^2 fall-off.
     """
-    diffuse = np.zeros(normals.shape[:-1], np.float32)
-    specular = np.zeros_like(diffuse) if shine is not None else None
+    mean_light = sum(lights.directions) * np.float32(lights.bounce / len(lights.directions))
     # The room the lamp lights bounces some of it back: ambient is brighter on the lamp's side.
-    bounce = normals @ (sum(lights.directions) * np.float32(lights.bounce / len(lights.directions)))
-    ambient = lights.ambient * (1 + bounce)
+    light_sum = lights.ambient * (1 + _dot(normals, mean_light))
+    specular = 0.0
     for k, light in enumerate(lights.directions):
         if points is None or not np.isfinite(lights.distance):
-            cosine, fall = normals @ light, 1.0
+            cosine, fall = _dot(normals, light), np.float32(1)
         else:
-            towards = light * np.float32(lights.distance) - points
-            d2 = np.sum(towards * towards, -1)
-            cosine = np.sum(normals * towards, -1) / np.sqrt(d2)
-            fall = np.float32(lights.distance**2) / d2
+            towards = [np.float32(lights.distance * light[i]) - points[i] for i in range(3)]
+            inv_d2 = 1 / _dot(towards, towards)
+            cosine = _dot(normals, towards) * np.sqrt(inv_d2)
+            fall = inv_d2 * np.float32(lights.distance**2)
         # "Wrap" Lambert: skin and soft lamps light a little past the terminator.
-        lit = np.maximum(cosine + _WRAP, 0) * (fall / (1 + _WRAP))
+        lit = np.maximum(cosine + _WRAP, 0) * (fall * np.float32(1 / (1 + _WRAP)))
         if shadows is not None and shadows[k] is not None:
             lit *= 1 - shadows[k]
-        diffuse += lit
-        if specular is not None:
+        light_sum = light_sum + lit * np.float32(lights.strength)
+        if shine is not None:
             half = light + np.array([0, 0, 1], np.float32)
-            half /= np.linalg.norm(half)
-            specular += np.maximum(normals @ half, 0) ** 32 * np.clip(cosine * 8, 0, 1)
-    radiance = albedo * (ambient + lights.strength * diffuse)[..., None]
-    if specular is not None:
-        radiance += (0.14 * lights.strength * shine * specular)[..., None]
+            highlight = np.maximum(_dot(normals, half / np.linalg.norm(half)), 0)
+            for _ in range(5):  # ** 32
+                highlight = highlight * highlight
+            specular = specular + highlight * np.clip(cosine * 8, 0, 1)
+    radiance = albedo * light_sum[..., None]
+    if shine is not None:
+        radiance += (np.float32(0.14 * lights.strength) * shine * specular)[..., None]
     return radiance * lights.colour
 
 
@@ -421,7 +445,7 @@ class _Camera:
     def to_image(self, xy: np.ndarray) -> np.ndarray:
         """Image (x, y) of face-frame (x, y) points (N, 2)."""
         xy = np.asarray(xy, np.float32)
-        c, s = np.cos(np.radians(self.roll)), np.sin(np.radians(self.roll))
+        c, s = math.cos(math.radians(self.roll)), math.sin(math.radians(self.roll))
         x, y = xy[:, 0], xy[:, 1] - self.eye_y
         out_x = self.anchor[0] + self.scale * (c * x - s * y)
         out_y = self.anchor[1] + self.scale * (s * x + c * y)
@@ -429,7 +453,7 @@ class _Camera:
 
     def from_image(self, px: np.ndarray, py: np.ndarray, taper: bool = True):
         """Face-frame (x, y) arrays of image pixel positions (inverse of `project` before turning)."""
-        c, s = np.cos(np.radians(self.roll)), np.sin(np.radians(self.roll))
+        c, s = math.cos(math.radians(self.roll)), math.sin(math.radians(self.roll))
         dx, dy = (px - self.anchor[0]) / self.scale, (py - self.anchor[1]) / self.scale
         x, y = c * dx + s * dy, -s * dx + c * dy + self.eye_y
         if taper:
@@ -467,21 +491,23 @@ def face_points(p: Identity, look: Look) -> dict[str, np.ndarray]:
 def _cast_ellipsoid(x, y, axes, rot, centre=(0.0, 0.0, 0.0)):
     """Orthographic ray cast of a rotated ellipsoid at face-frame pixel positions (x, y).
 
-    Returns coverage w (> 0 inside: 1 - min rho^2), body points q (..., 3), world normals (..., 3).
+    Returns coverage w (> 0 inside: 1 - min rho^2), body points q, world normals n (both as
+    (x, y, z) arrays) and the world depth z of the surface seen at each pixel.
     """
     inv2 = 1.0 / np.square(np.asarray(axes, np.float32))
     d = rot[2, :]  # the view ray (0, 0, 1) in body coordinates
-    px, py, pz = x - centre[0], y - centre[1], -centre[2]
+    px, py, pz = x - np.float32(centre[0]), y - np.float32(centre[1]), np.float32(-centre[2])
     o = [rot[0, i] * px + rot[1, i] * py + rot[2, i] * pz for i in range(3)]
     qa = float(np.sum(d * d * inv2))
     qb = 2 * (o[0] * (d[0] * inv2[0]) + o[1] * (d[1] * inv2[1]) + o[2] * (d[2] * inv2[2]))
-    qc = o[0] ** 2 * inv2[0] + o[1] ** 2 * inv2[1] + o[2] ** 2 * inv2[2] - 1
-    w = qb * qb / (4 * qa) - qc
-    t = -qb / (2 * qa) + np.sqrt(np.maximum(w, 0) / qa)
-    q = np.stack([o[i] + t * d[i] for i in range(3)], -1)
-    n = (q * inv2) @ rot.T
-    n /= np.sqrt(np.sum(n * n, -1, keepdims=True)) + 1e-6
-    return w, q, n
+    qc = o[0] * o[0] * inv2[0] + o[1] * o[1] * inv2[1] + o[2] * o[2] * inv2[2] - 1
+    w = qb * qb * np.float32(1 / (4 * qa)) - qc
+    t = qb * np.float32(-1 / (2 * qa)) + np.sqrt(np.maximum(w, 0) * np.float32(1 / qa))
+    q = [o[i] + t * d[i] for i in range(3)]
+    g = [q[i] * inv2[i] for i in range(3)]
+    n = [rot[i, 0] * g[0] + rot[i, 1] * g[1] + rot[i, 2] * g[2] for i in range(3)]
+    norm = 1 / (np.sqrt(_dot(n, n)) + np.float32(1e-6))
+    return w, q, [v * norm for v in n], t + np.float32(centre[2])
 
 
 def _coverage(w: np.ndarray, radius_px: float) -> np.ndarray:
@@ -576,8 +602,18 @@ class _TexCanvas:
     def ellipse(self, centre, axes, colour, thickness=-1, start=0, end=360):
         c = _fix(self.px([centre]))[0, 0]
         ax = (int(axes[0] * TEX_RES * _ONE), int(axes[1] * TEX_RES * _ONE))
-        cv2.ellipse(self.rgb, tuple(int(v) for v in c), ax, 0, start, end, colour, thickness,
-                    cv2.LINE_AA, _SHIFT)  # fmt: skip
+        cv2.ellipse(
+            self.rgb,
+            tuple(int(v) for v in c),
+            ax,
+            0,
+            start,
+            end,
+            colour,
+            thickness,
+            cv2.LINE_AA,
+            _SHIFT,
+        )
 
     def poly(self, points, colour, closed=True, thickness=-1):
         pts = [_fix(self.px(points))]
@@ -654,8 +690,9 @@ def _draw_brow(t: _TexCanvas, p: Identity, cx: float, side: int) -> None:
     ys = y0 - lift * (1 - ((xs + side * 2.5) / 9.5) ** 2)
     dark = 0.5 if p.hair in ("blond", "gray") else 0.9
     colour = tuple(int(v * dark) for v in HAIR_RGB[p.hair])
-    t.poly(np.stack([cx + side * xs, ys], 1), colour, closed=False,
-           thickness=t.scalar(p.brow_thick))  # fmt: skip
+    t.poly(
+        np.stack([cx + side * xs, ys], 1), colour, closed=False, thickness=t.scalar(p.brow_thick)
+    )
 
 
 def _draw_beard(t: _TexCanvas, p: Identity, rng: np.random.Generator) -> None:
@@ -699,8 +736,10 @@ def _base_texture(p: Identity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         _draw_beard(front, p, rng)
     front_hair = _draw_hair(front, p, rng, back=False)
     back_hair = _draw_hair(back, p, rng, back=True)
-    lin = [np.concatenate([_LINEAR[t.rgb], hair[..., None] * np.float32(1 / 255)], -1)
-           for t, hair in ((front, front_hair), (back, back_hair))]  # fmt: skip
+    lin = [
+        np.concatenate([_LINEAR[t.rgb], hair[..., None] * np.float32(1 / 255)], -1)
+        for t, hair in ((front, front_hair), (back, back_hair))
+    ]
     return front.rgb, lin[0], lin[1]
 
 
@@ -718,13 +757,14 @@ def _draw_mouth(t: _TexCanvas, p: Identity, look: Look) -> None:
     if look.mouth_open:
         inner = np.concatenate([np.stack([xs, line], 1), np.stack([xs, line + gap], 1)[::-1]])
         t.poly(inner, (45, 18, 20))
-        teeth = np.concatenate([np.stack([xs * 0.8, line], 1),
-                                np.stack([xs * 0.8, line + gap * 0.45], 1)[::-1]])  # fmt: skip
+        teeth = np.concatenate(
+            [np.stack([xs * 0.8, line], 1), np.stack([xs * 0.8, line + gap * 0.45], 1)[::-1]]
+        )
         t.poly(teeth, (225, 220, 205))
     t.poly(np.stack([xs, line], 1), (60, 25, 25), closed=False, thickness=t.scalar(0.7))
 
 
-def face_texture(p: Identity, look: Look) -> _Texture:
+def _face_texture(p: Identity, look: Look) -> _Texture:
     """The head's albedo for one photo: the person's texture plus expression and make-up."""
     f_rgb, f_lin, back = _base_texture(p)
     t = _TexCanvas(p, f_rgb.copy())
@@ -733,24 +773,32 @@ def face_texture(p: Identity, look: Look) -> _Texture:
         if look.rosy:
             t.glow((side * (half + 4), p.eye_y + 17), (8, 6), (215, 60, 75), 0.3)
         if look.makeup:
-            t.glow((side * half, p.eye_y - p.eye_size * 0.55), (p.eye_size * 1.1, 2.2),
-                   (95, 50, 80), 0.5)  # fmt: skip
+            t.glow(
+                (side * half, p.eye_y - p.eye_size * 0.55),
+                (p.eye_size * 1.1, 2.2),
+                (95, 50, 80),
+                0.5,
+            )
     _draw_mouth(t, p, look)
     # Only the eyes-to-chin band changed: convert just that back to linear.
-    box = _box(t.px([[-half - 16, p.eye_y - 12], [half + 16, p.eye_y + p.mouth_drop + 14]]), 1,
-               t.rgb.shape)  # fmt: skip
+    box = _box(
+        t.px([[-half - 24, p.eye_y - 12], [half + 24, p.eye_y + p.mouth_drop + 14]]), 1, t.rgb.shape
+    )
     front = f_lin.copy()
     front[box][..., :3] = _LINEAR[t.rgb[box]]
     return _Texture(front, back, t.origin)
 
 
-def _sample_texture(tex: _Texture, q: np.ndarray, sx: float = 1.0, sy: float = 1.0) -> np.ndarray:
-    map_x = ((q[..., 0] * sx + tex.origin[0]) * TEX_RES).astype(np.float32)
-    map_y = ((q[..., 1] * sy + tex.origin[1]) * TEX_RES).astype(np.float32)
+def _sample_texture(tex: _Texture, q, sx: float = 1.0, sy: float = 1.0) -> np.ndarray:
+    """Texels (..., 4) at body points q = (x, y, z): front map where z >= 0, back map behind."""
+    map_x = q[0] * np.float32(sx * TEX_RES) + np.float32(tex.origin[0] * TEX_RES)
+    map_y = q[1] * np.float32(sy * TEX_RES) + np.float32(tex.origin[1] * TEX_RES)
     args = (map_x, map_y, cv2.INTER_LINEAR, None, cv2.BORDER_REPLICATE)
-    front = cv2.remap(tex.front, *args)
-    back = cv2.remap(tex.back, *args)
-    return np.where((q[..., 2] >= 0)[..., None], front, back)
+    texels = cv2.remap(tex.front, *args)
+    behind = q[2] < 0
+    if behind.any():
+        texels[behind] = cv2.remap(tex.back, *args)[behind]
+    return texels
 
 
 # ----------------------------------------------------------------------------- background
@@ -767,7 +815,9 @@ def draw_background(rng: np.random.Generator, kind: str, level: float, size=ALIG
     if kind in ("vgradient", "hgradient"):
         ramp = np.linspace(0, 0.8, h if kind == "vgradient" else w, dtype=np.float32)
         ramp = ramp if rng.random() < 0.5 else ramp[::-1]
-        img += (other - base) * (ramp[:, None, None] if kind == "vgradient" else ramp[None, :, None])
+        img += (other - base) * (
+            ramp[:, None, None] if kind == "vgradient" else ramp[None, :, None]
+        )
     elif kind == "noise":
         coarse = rng.normal(0, 45, (int(rng.integers(3, 8)), int(rng.integers(3, 8)), 3))
         img += cv2.resize(coarse.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
@@ -799,9 +849,8 @@ class _Scene:
         """Pixel-centre coordinates (x, y) of the pixels in `box`, as (h, w) arrays."""
         ys = np.arange(box[0].start, box[0].stop, dtype=np.float32)
         xs = np.arange(box[1].start, box[1].stop, dtype=np.float32)
-        return np.broadcast_to(xs[None, :], (len(ys), len(xs))), np.broadcast_to(
-            ys[:, None], (len(ys), len(xs))
-        )
+        shape = (len(ys), len(xs))
+        return np.broadcast_to(xs, shape), np.broadcast_to(ys[:, None], shape)
 
     def ellipsoid_box(self, axes, centre, turn: bool = False, below: float = 1.0) -> Box | None:
         """The pixels an ellipsoid (turning with the head or not) can cover down to `below` * b."""
@@ -834,8 +883,8 @@ def _paint_ellipsoid(s: _Scene, axes, centre, albedo, shade=None) -> None:
     if box is None:
         return
     x, y = s.cam.from_image(*s.pixels(box), taper=False)
-    w, q, n = _cast_ellipsoid(x, y, axes, np.eye(3, dtype=np.float32), centre)
-    radiance = _shade(n, _to_linear(albedo), s.lights, points=q + np.float32(centre))
+    w, _, n, z = _cast_ellipsoid(x, y, axes, np.eye(3, dtype=np.float32), centre)
+    radiance = _shade(n, _to_linear(albedo), s.lights, points=(x, y, z))
     if shade is not None:
         radiance *= shade(y)[..., None]
     _paint(s.canvas, box, _coverage(w, min(axes[:2]) * s.cam.scale), radiance)
@@ -844,12 +893,19 @@ def _paint_ellipsoid(s: _Scene, axes, centre, albedo, shade=None) -> None:
 def _paint_body(s: _Scene) -> None:
     """Neck, shoulders and what is worn on them."""
     a, b, c = s.p.head
-    _paint_ellipsoid(s, (0.5 * a, 40, 0.45 * a), (0, b, -0.2 * c), s.p.skin_rgb,
-                     shade=lambda y: 0.45 + 0.4 * np.clip((y - b + 4) / 20, 0, 1))  # fmt: skip
+    _paint_ellipsoid(
+        s,
+        (0.5 * a, 40, 0.45 * a),
+        (0, b, -0.2 * c),
+        s.p.skin_rgb,
+        shade=lambda y: 0.45 + 0.4 * np.clip((y - b + 4) / 20, 0, 1),
+    )
     _paint_ellipsoid(s, (2.3 * a, 50, 0.8 * a), (0, b + 58, -0.4 * c), s.p.clothes_rgb)
     if s.look.necktie:
-        tie = np.array([[0, b + 9], [-5, b + 16], [-7, b + 60], [0, b + 68], [7, b + 60],
-                        [5, b + 16]], np.float32)  # fmt: skip
+        tie = np.array(
+            [[0, b + 9], [-5, b + 16], [-7, b + 60], [0, b + 68], [7, b + 60], [5, b + 16]],
+            np.float32,
+        )
         colour = _to_linear(np.asarray(s.p.clothes_rgb)[::-1] * 0.5 + 30) * s.lights.colour
         s.poly([s.cam.to_image(tie)], colour * (s.lights.ambient + 0.5 * s.lights.strength), 0.5)
     if s.look.necklace:
@@ -860,8 +916,17 @@ def _paint_body(s: _Scene) -> None:
 def _paint_long_hair(s: _Scene, rng: np.random.Generator) -> None:
     a, b, c = s.p.head
     length = b + 28
-    side = np.array([[0.9 * a, -0.55 * b], [a + 7, -0.1 * b], [a + 11, 0.6 * b], [a + 13, length],
-                     [a - 8, length + 8], [0.45 * a, b + 4]], np.float32)  # fmt: skip
+    side = np.array(
+        [
+            [0.9 * a, -0.55 * b],
+            [a + 7, -0.1 * b],
+            [a + 11, 0.6 * b],
+            [a + 13, length],
+            [a - 8, length + 8],
+            [0.45 * a, b + 4],
+        ],
+        np.float32,
+    )
     outline2d = np.concatenate([side * (-1, 1), [[0, b + 10]], side[::-1], [[0.0, -b - 4]]])
     depth = np.full((len(outline2d), 1), -0.25 * c, np.float32)
     outline = s.cam.project(np.concatenate([outline2d, depth], 1), taper=False)
@@ -871,10 +936,10 @@ def _paint_long_hair(s: _Scene, rng: np.random.Generator) -> None:
     box, alpha = hit
     centre = s.cam.project(np.array([[0, 0, -0.25 * c]], np.float32), taper=False)[0]
     nx = np.clip((s.pixels(box)[0] - centre[0]) / ((a + 14) * s.cam.scale), -0.97, 0.97)
-    normals = np.stack([nx, np.zeros_like(nx), np.sqrt(1 - nx**2)], -1)
+    normals = (nx, np.float32(0), np.sqrt(1 - nx * nx))
     albedo = _to_linear(HAIR_RGB[s.p.hair]) * _streaks(rng, nx.shape, 15)[..., None] ** 2
     fx, fy = s.cam.from_image(*s.pixels(box), taper=False)
-    points = np.stack([fx, fy, np.full_like(fx, -0.25 * c)], -1)
+    points = (fx, fy, np.float32(-0.25 * c))
     _paint(s.canvas, box, alpha, _shade(normals, albedo, s.lights, 0.3, points=points) * 0.8)
 
 
@@ -896,13 +961,15 @@ def _paint_ear(s: _Scene, side: int, ear: bool = True) -> None:
     if ear:
         normal = s.cam.rot @ np.array([side * 0.66, 0, 0.75], np.float32)
         skin = _to_linear(s.p.skin_rgb) * 0.9
-        radiance = _shade(normal[None], skin, s.lights, points=where[None])[0]
+        radiance = _shade(normal[:, None], skin, s.lights, points=where[:, None])[0]
         s.poly([outline], radiance, 0.4)
         centre = outline.mean(0)
         s.poly([centre + 0.5 * (outline - centre)], radiance * 0.55, 1.0)
     if s.look.earrings:
-        s.poly([_ellipse_points(lobe, (2.2 * s.cam.scale,) * 2, n=12)],
-               _to_linear((235, 200, 90)) * 1.2)  # fmt: skip
+        s.poly(
+            [_ellipse_points(lobe, (2.2 * s.cam.scale,) * 2, n=12)],
+            _to_linear((235, 200, 90)) * 1.2,
+        )
 
 
 def _nose_shadows(s: _Scene, nose_img: np.ndarray, box: Box) -> list[np.ndarray | None]:
@@ -930,11 +997,11 @@ def _paint_head(s: _Scene, tex: _Texture, nose_img: np.ndarray) -> None:
     a, b, c = s.p.head
     box = s.ellipsoid_box((a, b, c), (0, 0, 0), turn=True)
     x, y = s.cam.from_image(*s.pixels(box))
-    w, q, n = _cast_ellipsoid(x, y, (a, b, c), s.cam.rot)
+    w, q, n, z = _cast_ellipsoid(x, y, (a, b, c), s.cam.rot)
     texel = _sample_texture(tex, q)
     shine = (1 - 0.75 * texel[..., 3]) * (0.6 + 0.8 * s.p.skin)
     shadows = _nose_shadows(s, nose_img, box)
-    radiance = _shade(n, texel[..., :3], s.lights, shine, shadows, points=q @ s.cam.rot.T)
+    radiance = _shade(n, texel[..., :3], s.lights, shine, shadows, points=(x, y, z))
     _paint(s.canvas, box, _coverage(w, min(a, b) * s.cam.scale), radiance)
 
 
@@ -946,19 +1013,22 @@ def _paint_hair_shell(s: _Scene, tex: _Texture) -> None:
     centre = tuple(s.cam.rot @ np.array([0, -2.5, -1.0], np.float32))
     box = s.ellipsoid_box(axes, centre, turn=True, below=0.5)  # no hair lower down the shell
     x, y = s.cam.from_image(*s.pixels(box))
-    w, q, n = _cast_ellipsoid(x, y, axes, s.cam.rot, centre)
+    w, q, n, z = _cast_ellipsoid(x, y, axes, s.cam.rot, centre)
     texel = _sample_texture(tex, q, a / axes[0], b / axes[1])
     alpha = _coverage(w, min(axes[:2]) * s.cam.scale) * texel[..., 3]
-    points = q @ s.cam.rot.T + np.float32(centre)
-    radiance = _shade(n, texel[..., :3], s.lights, 0.25 * texel[..., 3], points=points)
+    radiance = _shade(n, texel[..., :3], s.lights, 0.25 * texel[..., 3], points=(x, y, z))
     _paint(s.canvas, box, alpha, radiance)
 
 
 def _paint_nose(s: _Scene, body: np.ndarray, img: np.ndarray) -> None:
     """The nose as four shaded triangles (two flanks, two underside), back faces culled."""
     skin = _to_linear(s.p.skin_rgb) * np.array([1.0, 0.94, 0.93], np.float32)
-    faces = [((0, 1, 2), (-1, 0, 0.6)), ((0, 1, 3), (1, 0, 0.6)),
-             ((1, 4, 2), (-0.4, 1, 0.4)), ((1, 4, 3), (0.4, 1, 0.4))]  # fmt: skip
+    faces = [
+        ((0, 1, 2), (-1, 0, 0.6)),
+        ((0, 1, 3), (1, 0, 0.6)),
+        ((1, 4, 2), (-0.4, 1, 0.4)),
+        ((1, 4, 3), (0.4, 1, 0.4)),
+    ]
     bridge, axis = img[0], img[1] - img[0]
 
     def fade(box):  # the bridge melts into the forehead
@@ -973,10 +1043,11 @@ def _paint_nose(s: _Scene, body: np.ndarray, img: np.ndarray) -> None:
         world = (s.cam.rot @ normal).astype(np.float32)
         if world[2] <= 0.03:
             continue
-        soft = s.cam.rot @ (normal + np.array([0, 0, 1.0], np.float32))  # a rounded, not sharp, nose
+        # Shade with a normal halfway to the face's own: a rounded, not a sharp, nose.
+        soft = s.cam.rot @ (normal + np.array([0, 0, 1.0], np.float32))
         soft = (soft / np.linalg.norm(soft)).astype(np.float32)
         centroid = s.cam.rot @ tri.mean(0)
-        radiance = _shade(soft[None], skin, s.lights, np.float32(0.4), points=centroid[None])[0]
+        radiance = _shade(soft[:, None], skin, s.lights, 0.4, points=centroid[:, None])[0]
         if idx[1] == 4:
             radiance = radiance * 0.7  # nostrils and the shaded underside
         s.poly([img[list(idx)]], radiance, 0.5, weight=fade)
@@ -1004,10 +1075,19 @@ def _paint_glasses(s: _Scene, eyes: np.ndarray) -> None:
 def _camera(p: Identity, look: Look, size) -> _Camera:
     w, h = size
     unit = h / ALIGNED_SIZE[1]
-    anchor = (EYE_ANCHOR[0] * w / ALIGNED_SIZE[0] + look.shift[0] * unit,
-              EYE_ANCHOR[1] * unit + look.shift[1] * unit)  # fmt: skip
-    return _Camera(_rotation(look.yaw, look.pitch), p.eye_y, anchor, look.scale * unit, look.roll,
-                   p.head[1], p.taper)  # fmt: skip
+    anchor = (
+        EYE_ANCHOR[0] * w / ALIGNED_SIZE[0] + look.shift[0] * unit,
+        EYE_ANCHOR[1] * unit + look.shift[1] * unit,
+    )
+    return _Camera(
+        _rotation(look.yaw, look.pitch),
+        p.eye_y,
+        anchor,
+        look.scale * unit,
+        look.roll,
+        p.head[1],
+        p.taper,
+    )
 
 
 def draw_face(
@@ -1018,7 +1098,7 @@ def draw_face(
     background = draw_background(rng, look.background, look.background_level, size)
     s = _Scene(p, look, cam, _lights(look), _to_linear(background))
     points = face_points(p, look)
-    tex = face_texture(p, look)
+    tex = _face_texture(p, look)
     _paint_body(s)
     if p.hair_style == "long":
         _paint_long_hair(s, rng)
@@ -1092,7 +1172,7 @@ def attributes(p: Identity, look: Look, rng: np.random.Generator) -> dict[str, i
         "Mustache": p.beard in ("mustache", "full"),
         "Narrow_Eyes": p.narrow_eyes,
         "No_Beard": p.beard in ("none", "stubble"),
-        "Pale_Skin": p.skin > 0.9,
+        "Pale_Skin": p.skin > 0.93,
         "Receding_Hairline": p.hair_style == "receding",
         "Rosy_Cheeks": look.rosy,
         "Sideburns": p.beard == "full",
@@ -1101,10 +1181,9 @@ def attributes(p: Identity, look: Look, rng: np.random.Generator) -> dict[str, i
         "Wearing_Lipstick": look.lipstick,
         "Wearing_Necklace": look.necklace,
         "Wearing_Necktie": look.necktie,
+        "Young": p.young,
     }
     odds = dict(p.random_p)
-    if p.hair == "gray":
-        odds["Young"] = 0.05
     drawn |= {name: rng.random() < odds[name] for name in _RANDOM_ATTRIBUTES}
     return {name: 1 if drawn[name] else -1 for name in ATTRIBUTES}
 
@@ -1121,8 +1200,9 @@ def _identities(n: int, count: int, seed: int) -> tuple[list[Identity], np.ndarr
     owner = rng.permutation(np.repeat(np.arange(count), 1 + extra))
     order = rng.permutation(count)
     cut = np.round(np.array([0.8, 0.9]) * count).astype(int)
-    partition = {int(ids[k]): int(np.searchsorted(cut, rank, side="right"))
-                 for rank, k in enumerate(order)}  # fmt: skip
+    partition = {
+        int(ids[k]): int(np.searchsorted(cut, rank, side="right")) for rank, k in enumerate(order)
+    }
     return people, owner, partition
 
 
@@ -1165,7 +1245,7 @@ def _render_one(job: tuple[int, int, Identity, str]) -> dict:
 
 def _check_out_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{out}: exists and is not a folder; choose another --out")
+        raise FileExistsError(f"{out}: is a file, not a folder; choose another output folder")
     if not out.exists() or not any(out.iterdir()):
         return
     if not _is_synthetic(out):
@@ -1197,16 +1277,28 @@ def _write_annotations(out: Path, rows: list[dict], partition: dict) -> None:
     names = [r["truth"]["image_id"] for r in rows]
     ids = [r["truth"]["identity"] for r in rows]
     count = f"{len(rows)}\n"
-    lm = [f"{n}" + "".join(f"{v:>5d}" for v in r["landmarks"]) for n, r in zip(names, rows)]
-    atomic_write_text(count + " ".join(LANDMARK_COLUMNS) + "\n" + "\n".join(lm) + "\n",
-                      out / "list_landmarks_align_celeba.txt")  # fmt: skip
-    attr = [f"{n}" + "".join(f"{r['attributes'][a]:>3d}" for a in ATTRIBUTES)
-            for n, r in zip(names, rows)]  # fmt: skip
-    atomic_write_text(count + " ".join(ATTRIBUTES) + " \n" + "\n".join(attr) + "\n",
-                      out / "list_attr_celeba.txt")  # fmt: skip
-    atomic_write_text("".join(f"{n} {i}\n" for n, i in zip(names, ids)), out / "identity_CelebA.txt")
-    atomic_write_text("".join(f"{n} {partition[i]}\n" for n, i in zip(names, ids)),
-                      out / "list_eval_partition.txt")  # fmt: skip
+    lm = [
+        f"{n}" + "".join(f"{v:>5d}" for v in r["landmarks"])
+        for n, r in zip(names, rows, strict=True)
+    ]
+    atomic_write_text(
+        count + " ".join(LANDMARK_COLUMNS) + "\n" + "\n".join(lm) + "\n",
+        out / "list_landmarks_align_celeba.txt",
+    )
+    attr = [
+        f"{n}" + "".join(f"{r['attributes'][a]:>3d}" for a in ATTRIBUTES)
+        for n, r in zip(names, rows, strict=True)
+    ]
+    atomic_write_text(
+        count + " ".join(ATTRIBUTES) + " \n" + "\n".join(attr) + "\n", out / "list_attr_celeba.txt"
+    )
+    atomic_write_text(
+        "".join(f"{n} {i}\n" for n, i in zip(names, ids, strict=True)), out / "identity_CelebA.txt"
+    )
+    atomic_write_text(
+        "".join(f"{n} {partition[i]}\n" for n, i in zip(names, ids, strict=True)),
+        out / "list_eval_partition.txt",
+    )
     atomic_write_csv(pd.DataFrame([r["truth"] for r in rows]), out / "truth.csv")
 
 
@@ -1220,7 +1312,8 @@ def render_celeba(
 ) -> Path:
     """Render a miniature CelebA (images, the four annotation files, truth.csv) into `out_dir`.
 
-    Same (n, seed, identities) gives byte-identical files. Refuses a non-empty folder it did not write.
+    Same (n, seed, identities) gives byte-identical files, whatever `workers` (default: up to 2
+    processes). Refuses a non-empty folder that holds no earlier render's marker file.
     """
     if int(n) < 1:
         raise ValueError(f"n must be at least 1, got {n}")
@@ -1230,8 +1323,7 @@ def render_celeba(
     out = Path(out_dir)
     _check_out_dir(out)
     (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
-    marker = {"generator": _GENERATOR, "n": n, "seed": seed,
-              "identities": count}  # fmt: skip
+    marker = {"generator": _GENERATOR, "n": n, "seed": seed, "identities": count}
     atomic_write_text(json.dumps(marker, indent=1) + "\n", out / MARKER)
     _clear_previous(out)
     people, owner, partition = _identities(n, count, seed)
@@ -1243,11 +1335,11 @@ def render_celeba(
     with tqdm(total=n, desc="rendering faces", unit="img", disable=not progress) as bar:
         if workers > 1 and n >= 100:
             with multiprocessing.get_context("spawn").Pool(workers, _init_worker) as pool:
-                for i, row in zip(order, pool.imap(_render_one, jobs, chunksize=8)):
+                for i, row in zip(order, pool.imap(_render_one, jobs, chunksize=8), strict=True):
                     rows[i] = row
                     bar.update()
         else:
-            for i, job in zip(order, jobs):
+            for i, job in zip(order, jobs, strict=True):
                 rows[i] = _render_one(job)
                 bar.update()
     _write_annotations(out, rows, partition)
@@ -1256,8 +1348,3 @@ def render_celeba(
 
 def _init_worker() -> None:
     cv2.setNumThreads(1)
-
-
-def identity_table(p: Identity) -> dict:
-    """A person's traits as a plain dict (for reports and debugging)."""
-    return asdict(p)
