@@ -271,7 +271,7 @@ def train_comparison(paths, targets, exp, task, epochs: int, rounds: int, n: int
     # beforehand (files that fail to decode are dropped); expected here, so not shown.
     warnings.filterwarnings("ignore", message="Your input ran out of data")
     model = build_fromscratch_model(train_exp, task)
-    model.fit(in_memory().take(2), epochs=1, verbose=0)  # trace the train step, untimed
+    model.fit(in_memory().take(2), epochs=1, verbose=0, shuffle=False)  # trace it, untimed
     wall = {"memory": [], "files": []}
     cpu = {"memory": [], "files": []}
     last_epoch = {"memory": [], "files": []}

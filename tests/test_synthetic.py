@@ -95,8 +95,11 @@ def test_truth_classes_follow_yaw_and_light(celeba):
     expected = np.select([truth.yaw < -10, truth.yaw > 10], ["left", "right"], "center")
     assert (truth.orientation == expected).all()
     directional = truth[truth.light_kind == "directional"]
-    side = np.select([directional.light_azimuth > 14, directional.light_azimuth < -14],
-                     ["left", "right"], "center")  # fmt: skip
+    side = np.select(
+        [directional.light_azimuth > 14, directional.light_azimuth < -14],
+        ["left", "right"],
+        "center",
+    )
     assert (directional.light == side).all()
     assert (truth[truth.light_kind != "directional"].light == "center").all()
 
@@ -180,8 +183,9 @@ def test_rerendering_an_earlier_render_replaces_it(tmp_path):
 def test_render_face_turns_the_nose_and_lights_the_given_side():
     rng = np.random.default_rng(0)
     person = sample_identity(rng, 1)
-    image, marks = render_face(rng, yaw=-30, light_azimuth=70, light_kind="directional",
-                               identity=person)  # fmt: skip
+    image, marks = render_face(
+        rng, yaw=-30, light_azimuth=70, light_kind="directional", identity=person
+    )
     assert image.shape == (218, 178, 3) and image.dtype == np.uint8 and marks.shape == (5, 2)
     assert marks[2, 0] < marks[:2, 0].mean()  # nose left of the eyes: turned to the left
     row = pd.Series(marks.ravel(), index=list(LANDMARK_COLUMNS))

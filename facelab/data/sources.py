@@ -25,7 +25,7 @@ def label_celeba(
     orientation from the landmarks, light from the pixels."""
     get_task(task)
     skip_log = skip_log if skip_log is not None else SkipLog()
-    frame = celeba.load_celeba(root, skip_log, landmarks=task in ("orientation", "light"))
+    frame = celeba.load_celeba(root, skip_log, landmarks=task == "orientation")
     group = frame["identity"].astype(str) if "identity" in frame else pd.Series("", frame.index)
     if task == "gender":
         label = np.where(frame["Male"] == 1, "male", "female")
@@ -50,12 +50,8 @@ def label_celeba(
             }
         )
     elif task == "light":
-        boxes = None
-        if LANDMARK_COLUMNS[0] in frame:
-            boxes = frame[list(LANDMARK_COLUMNS)]
-        labelled = labels.label_light(
-            list(frame["path"]), skip_log=skip_log, landmarks=boxes, **_margin(margin)
-        )
+        # The fixed aligned-face box beats landmark boxes on aligned CelebA (see labels.py).
+        labelled = labels.label_light(list(frame["path"]), skip_log=skip_log, **_margin(margin))
         out = labelled.assign(group=group.reindex(_ids(labelled["path"])).to_numpy())
     else:
         raise ValueError(f"task {task!r} cannot be labelled from CelebA files")
