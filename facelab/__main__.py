@@ -18,11 +18,19 @@ _USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError,
 def _split_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", required=True, help="labelled CSV (path,label[,group,score])")
     parser.add_argument("--out", help="output CSV (default: <manifest>_split.csv beside it)")
-    parser.add_argument("--ratios", type=float, nargs="+", default=[0.7, 0.15, 0.15],
-                        help="train [val] test shares, summing to 1 (default 0.7 0.15 0.15)")
+    parser.add_argument(
+        "--ratios",
+        type=float,
+        nargs="+",
+        default=[0.7, 0.15, 0.15],
+        help="train [val] test shares, summing to 1 (default 0.7 0.15 0.15)",
+    )
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--materialize", metavar="DIR",
-                        help="also lay out DIR/{train,val,test}/<class>/ for flow_from_directory")
+    parser.add_argument(
+        "--materialize",
+        metavar="DIR",
+        help="also lay out DIR/{train,val,test}/<class>/ for flow_from_directory",
+    )
     parser.add_argument("--mode", choices=["symlink", "copy"], default="symlink")
     parser.add_argument("--force", action="store_true", help="allow --out to be the input manifest")
 
@@ -40,9 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("label", help="label a dataset and write a manifest CSV")
     p.add_argument("--task", required=True, choices=sorted(TASKS))
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--celeba", metavar="DIR", help="a CelebA root (img_align_celeba/ + .txt files)")
+    source.add_argument(
+        "--celeba", metavar="DIR", help="a CelebA root (img_align_celeba/ + .txt files)"
+    )
     source.add_argument("--images", metavar="DIR", help="any folder of faces (light only)")
-    source.add_argument("--yaleb", metavar="DIR", help="Extended Yale B: ground truth from file names")
+    source.add_argument(
+        "--yaleb", metavar="DIR", help="Extended Yale B: ground truth from file names"
+    )
     source.add_argument("--folders", metavar="DIR", help="a folder-per-class tree")
     p.add_argument("--out", required=True, help="manifest CSV to write")
     p.add_argument("--margin", type=float, help="drop samples this close to a threshold")
@@ -50,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _split_args(verbs.add_parser("split", help="add a train/val/test split to a manifest"))
 
-    from facelab.run_args import add_train_args, add_predict_args  # no TensorFlow import
+    from facelab.run_args import add_predict_args, add_train_args  # no TensorFlow import
 
     add_train_args(verbs.add_parser("train", help="train, evaluate, predict and plot one run"))
     add_predict_args(verbs.add_parser("predict", help="predict images, folders or manifests"))
@@ -109,7 +121,12 @@ def _label(args, argv) -> int:
     skipped = log.write_next_to(out)
     print(f"wrote {len(frame)} labelled samples to {out}")
     if not TASKS[args.task].multilabel:
-        print(frame["label"].value_counts().reindex(TASKS[args.task].classes, fill_value=0).to_string())
+        print(
+            frame["label"]
+            .value_counts()
+            .reindex(TASKS[args.task].classes, fill_value=0)
+            .to_string()
+        )
     if skipped:
         print(f"skipped {len(log)} inputs: see {skipped}")
     if not TASKS[args.task].multilabel:

@@ -46,7 +46,9 @@ def label_and_split(task: str, celeba: Path, root: Path) -> Path:
     return manifest
 
 
-def run_demo(out: str | Path = ".", n: int | None = None, epochs: int | None = None) -> pd.DataFrame:
+def run_demo(
+    out: str | Path = ".", n: int | None = None, epochs: int | None = None
+) -> pd.DataFrame:
     """Synth -> label -> split -> train FromScratch per task -> evaluate -> predict -> plots."""
     from facelab.train import run_experiment
 
@@ -74,7 +76,9 @@ def run_demo(out: str | Path = ".", n: int | None = None, epochs: int | None = N
         }
         for c in cards
     )
-    print(f"[4/4] done in {time.perf_counter() - start:.0f} s. Results (also in models/results.csv):")
+    print(
+        f"[4/4] done in {time.perf_counter() - start:.0f} s. Results (also in models/results.csv):"
+    )
     print(table.to_string(index=False))
     print("Figures in plots/, predictions in predictions/, models and run cards in models/.")
     return table

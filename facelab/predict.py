@@ -132,8 +132,13 @@ def predict_command(args) -> int:
     paths, labels = collect_inputs(args.inputs)
     log = SkipLog()
     kept, probs = predict_paths(model, paths, args.batch_size, log)
-    frame = prediction_frame(kept, probs, task, [labels.get(p, "") for p in kept] if labels else None)
+    frame = prediction_frame(
+        kept, probs, task, [labels.get(p, "") for p in kept] if labels else None
+    )
     out = atomic_write_csv(frame, args.out)
     skipped = log.write_next_to(out)
-    print(f"wrote {len(frame)} predictions to {out}" + (f"; skipped {len(log)}: {skipped}" if skipped else ""))
+    print(
+        f"wrote {len(frame)} predictions to {out}"
+        + (f"; skipped {len(log)}: {skipped}" if skipped else "")
+    )
     return 0

@@ -31,13 +31,19 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--weights", default="none", help="none, imagenet or a local weights file")
-    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=defaults.augment)
+    parser.add_argument(
+        "--augment", action=argparse.BooleanOptionalAction, default=defaults.augment
+    )
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=defaults.flip)
     parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=False)
     for name in _TUNABLE:
         default = getattr(defaults, name)
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
-                            help=f"(default {default})")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=type(default),
+            default=default,
+            help=f"(default {default})",
+        )
 
 
 def experiment_from_args(args: argparse.Namespace) -> Experiment:
@@ -50,8 +56,13 @@ def experiment_from_args(args: argparse.Namespace) -> Experiment:
 def add_predict_args(parser: argparse.ArgumentParser) -> None:
     """The flags of `python -m facelab predict`."""
     parser.add_argument("model", help="a saved model (.keras or .h5)")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or manifest CSVs")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image files, folders or manifest CSVs"
+    )
     parser.add_argument("--out", required=True, help="prediction CSV to write")
-    parser.add_argument("--task", choices=sorted(TASKS),
-                        help="task of the model (default: from the run card beside the model)")
+    parser.add_argument(
+        "--task",
+        choices=sorted(TASKS),
+        help="task of the model (default: from the run card beside the model)",
+    )
     parser.add_argument("--batch-size", type=int, default=64)

@@ -7,6 +7,7 @@ import json
 import platform
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -33,7 +34,11 @@ class RunPaths:
     def __init__(self, exp: Experiment):
         root = Path(exp.output_dir)
         stem = exp.stem
-        self.models, self.plots, self.predictions = root / "models", root / "plots", root / "predictions"
+        self.models, self.plots, self.predictions = (
+            root / "models",
+            root / "plots",
+            root / "predictions",
+        )
         self.keras = self.models / f"{stem}.keras"
         self.h5 = self.models / f"{stem}.h5"
         self.card = self.models / f"{stem}.json"
@@ -53,7 +58,9 @@ class RunPaths:
 def load_split_manifest(exp: Experiment, task: Task) -> pd.DataFrame:
     """The run's manifest, checked: a split column, known labels, every class in the train split."""
     if not exp.manifest:
-        raise ValueError("no manifest given; pass --manifest CSV (made by label + split_dataset.py)")
+        raise ValueError(
+            "no manifest given; pass --manifest CSV (made by label + split_dataset.py)"
+        )
     frame = read_manifest(exp.manifest, task, require_split=True)
     if task.multilabel:
         return frame
@@ -115,24 +122,54 @@ def _resume_state(paths: RunPaths) -> tuple[bool, float]:
     return True, float("inf")
 
 
-def fit(exp: Experiment, task: Task, frame: pd.DataFrame, paths: RunPaths, log: SkipLog,
-        verbose: int | str = 2) -> tuple[keras.Model, pd.DataFrame]:
+def fit(
+    exp: Experiment,
+    task: Task,
+    frame: pd.DataFrame,
+    paths: RunPaths,
+    log: SkipLog,
+    verbose: int | str = 2,
+) -> tuple[keras.Model, pd.DataFrame]:
     """Build, compile and fit the model on the train split (resuming an interrupted run)."""
     train = frame[frame["split"] == "train"]
     val = frame[frame["split"] == "val"]
     if val.empty:
-        raise ValueError(f"{exp.manifest}: no 'val' rows; best-epoch selection needs a validation split")
-    train_ds = make_dataset(list(train["path"]), encode_labels(train["label"], task), exp, task,
-                            training=True, skip_log=log)
-    val_ds = make_dataset(list(val["path"]), encode_labels(val["label"], task), exp, task,
-                          training=False, skip_log=log)
+        raise ValueError(
+            f"{exp.manifest}: no 'val' rows; best-epoch selection needs a validation split"
+        )
+    train_ds = make_dataset(
+        list(train["path"]),
+        encode_labels(train["label"], task),
+        exp,
+        task,
+        training=True,
+        skip_log=log,
+    )
+    val_ds = make_dataset(
+        list(val["path"]),
+        encode_labels(val["label"], task),
+        exp,
+        task,
+        training=False,
+        skip_log=log,
+    )
     model = build_model(exp, task)
     compile_model(model, exp, task)
     resuming, best = _resume_state(paths)
     if resuming:
         print(f"resuming {exp.stem} from its last finished epoch")
-    model.fit(train_ds, validation_data=val_ds, epochs=exp.epochs, verbose=verbose, shuffle=False,
-              callbacks=standard_callbacks(exp, paths, best))
+    with warnings.catch_warnings():
+        # The dataset's length is unknown (unreadable images are filtered out), so Keras warns
+        # at each epoch's end that the input "ran out of data"; that is how the epoch ends.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=exp.epochs,
+            verbose=verbose,
+            shuffle=False,
+            callbacks=standard_callbacks(exp, paths, best),
+        )
     if (paths.work / "best.keras").exists():
         model = keras.models.load_model(paths.work / "best.keras", compile=False)
     history = pd.read_csv(paths.work / "history.csv") if exp.epochs else pd.DataFrame()
@@ -146,8 +183,9 @@ def save_model(model: keras.Model, paths: RunPaths) -> None:
             model.save(tmp)
 
 
-def evaluate_splits(model: keras.Model, task: Task, frame: pd.DataFrame, exp: Experiment,
-                    log: SkipLog) -> tuple[dict, pd.DataFrame]:
+def evaluate_splits(
+    model: keras.Model, task: Task, frame: pd.DataFrame, exp: Experiment, log: SkipLog
+) -> tuple[dict, pd.DataFrame]:
     """Predict every manifest row once; metrics per split and the prediction frame."""
     kept, probs = predict_paths(model, list(frame["path"]), exp.batch_size, log)
     by_path = frame.set_index("path")
@@ -171,9 +209,14 @@ def versions() -> dict[str, str]:
     import sklearn
     import tensorflow as tf
 
-    return {"python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": np.__version__, "pandas": pd.__version__,
-            "scikit-learn": sklearn.__version__}
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
 
 
 def device() -> str:
@@ -181,7 +224,11 @@ def device() -> str:
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    return f"{len(gpus)} GPU ({gpus[0].name})" if gpus else f"CPU ({platform.processor() or platform.machine()})"
+    return (
+        f"{len(gpus)} GPU ({gpus[0].name})"
+        if gpus
+        else f"CPU ({platform.processor() or platform.machine()})"
+    )
 
 
 def append_result(row: dict, results: Path) -> None:
@@ -192,8 +239,16 @@ def append_result(row: dict, results: Path) -> None:
         atomic_write_csv(table, results)
 
 
-def write_plots(model: keras.Model, exp: Experiment, task: Task, paths: RunPaths, history: pd.DataFrame,
-                metrics: dict, predictions: pd.DataFrame, phase_starts: tuple[int, ...] = ()) -> None:
+def write_plots(
+    model: keras.Model,
+    exp: Experiment,
+    task: Task,
+    paths: RunPaths,
+    history: pd.DataFrame,
+    metrics: dict,
+    predictions: pd.DataFrame,
+    phase_starts: tuple[int, ...] = (),
+) -> None:
     """History curves, confusion matrix and a 3x3 sample grid of the test (or validation) split."""
     from facelab.data.images import read_image, resize_image
 
@@ -201,14 +256,24 @@ def write_plots(model: keras.Model, exp: Experiment, task: Task, paths: RunPaths
         plots.plot_history(history, paths.history_plot, exp.stem, phase_starts)
     split = "test" if "test" in metrics else "val"
     if split in metrics and not task.multilabel:
-        plots.plot_confusion(metrics[split]["confusion_matrix"], task.classes, paths.confusion_plot,
-                             f"{exp.stem} ({split})")
+        plots.plot_confusion(
+            metrics[split]["confusion_matrix"],
+            task.classes,
+            paths.confusion_plot,
+            f"{exp.stem} ({split})",
+        )
     sample = predictions[predictions["split"] == split]
     sample = sample.sample(min(9, len(sample)), random_state=exp.seed) if len(sample) else sample
     if len(sample):
         images = np.stack([resize_image(read_image(p), exp.image_size) for p in sample["path"]])
-        plots.plot_samples(images, list(sample["label"]), list(sample["predicted"]),
-                           list(sample["confidence"] / 100.0), paths.samples_plot, f"{exp.stem} ({split})")
+        plots.plot_samples(
+            images,
+            list(sample["label"]),
+            list(sample["predicted"]),
+            list(sample["confidence"] / 100.0),
+            paths.samples_plot,
+            f"{exp.stem} ({split})",
+        )
 
 
 def run_experiment(exp: Experiment, command: str = "", verbose: int | str = 2) -> dict:
@@ -220,7 +285,9 @@ def run_experiment(exp: Experiment, command: str = "", verbose: int | str = 2) -
     paths.make()
     log = SkipLog()
     start = time.perf_counter()
-    print(f"run {exp.stem}: {len(frame)} images, {exp.epochs} epochs, {exp.model} at {exp.image_size}px")
+    print(
+        f"run {exp.stem}: {len(frame)} images, {exp.epochs} epochs, {exp.model} at {exp.image_size}px"
+    )
     model, history = fit(exp, task, frame, paths, log, verbose)
     train_seconds = time.perf_counter() - start
     save_model(model, paths)
@@ -229,13 +296,23 @@ def run_experiment(exp: Experiment, command: str = "", verbose: int | str = 2) -
     if not history.empty:
         atomic_write_csv(history, paths.history)
     card = {
-        "stem": exp.stem, "task": exp.task, "model": exp.model, "run": exp.run,
+        "stem": exp.stem,
+        "task": exp.task,
+        "model": exp.model,
+        "run": exp.run,
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "classes": list(task.classes),
-        "experiment": exp.to_dict(), "command": command, "versions": versions(), "device": device(),
-        "epochs_run": len(history), "best_epoch": _best_epoch(history),
-        "wall_time_s": round(time.perf_counter() - start, 1), "train_time_s": round(train_seconds, 1),
-        "parameters": int(model.count_params()), "skipped": len(log), "metrics": metrics,
+        "experiment": exp.to_dict(),
+        "command": command,
+        "versions": versions(),
+        "device": device(),
+        "epochs_run": len(history),
+        "best_epoch": _best_epoch(history),
+        "wall_time_s": round(time.perf_counter() - start, 1),
+        "train_time_s": round(train_seconds, 1),
+        "parameters": int(model.count_params()),
+        "skipped": len(log),
+        "metrics": metrics,
     }
     atomic_write_text(json.dumps(card, indent=2, default=_json_default), paths.card)
     append_result(evaluate.results_row(card), paths.results)
@@ -261,8 +338,11 @@ def _json_default(value):
 
 
 def _print_summary(card: dict, paths: RunPaths) -> None:
-    parts = [f"{split} acc {m['accuracy']:.4f} loss {m['loss']:.4f}" for split, m in card["metrics"].items()
-             if "accuracy" in m]
+    parts = [
+        f"{split} acc {m['accuracy']:.4f} loss {m['loss']:.4f}"
+        for split, m in card["metrics"].items()
+        if "accuracy" in m
+    ]
     print(f"{card['stem']}: " + " | ".join(parts) + f" ({card['wall_time_s']:.0f} s)")
     print(f"  model  {paths.keras}  (+ .h5, run card {paths.card.name})")
     print(f"  plots  {paths.history_plot}, {paths.confusion_plot.name}, {paths.samples_plot.name}")

@@ -38,7 +38,9 @@ def light_manifest(tmp_path_factory) -> str:
         cv2.imwrite(str(root / name), lit_face(label, rng))
         split = "train" if i < 180 else ("val" if i < 210 else "test")
         rows.append((name, label, split, f"s{i}"))
-    pd.DataFrame(rows, columns=["path", "label", "split", "group"]).to_csv(root / "m.csv", index=False)
+    pd.DataFrame(rows, columns=["path", "label", "split", "group"]).to_csv(
+        root / "m.csv", index=False
+    )
     return str(root / "m.csv")
 
 
@@ -77,7 +79,9 @@ def test_rerunning_a_run_replaces_its_files_and_adds_a_results_row(light_manifes
 
 
 def test_light_from_brightness_is_learned(light_manifest, tmp_path):
-    card = run_experiment(tiny(light_manifest, tmp_path, epochs=8, run="learn", dense_dropout=0.5), verbose=0)
+    card = run_experiment(
+        tiny(light_manifest, tmp_path, epochs=8, run="learn", dense_dropout=0.5), verbose=0
+    )
     assert card["metrics"]["test"]["accuracy"] >= 0.9
 
 
@@ -97,7 +101,9 @@ def test_train_and_predict_from_the_command_line(light_manifest, tmp_path):
     folder = tmp_path / "to_predict"
     folder.mkdir()
     for i, rel in enumerate(images):
-        (folder / f"face {i} é.png").write_bytes((REPO / light_manifest).parent.joinpath(rel).read_bytes())
+        (folder / f"face {i} é.png").write_bytes(
+            (REPO / light_manifest).parent.joinpath(rel).read_bytes()
+        )
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     out = tmp_path / "out" / "preds.csv"
     result = cli("predict", str(model), str(folder), "--out", str(out), cwd=tmp_path)
@@ -117,7 +123,10 @@ def test_train_and_predict_from_the_command_line(light_manifest, tmp_path):
     "args, message",
     [
         (["train", "--task", "light", "--manifest", "nope.csv"], "manifest not found"),
-        (["predict", "notamodel.txt", ".", "--out", "x.csv", "--task", "light"], "model file not found"),
+        (
+            ["predict", "notamodel.txt", ".", "--out", "x.csv", "--task", "light"],
+            "model file not found",
+        ),
         (["train", "--task", "light", "--manifest", "m.csv", "--run", "bad name"], "run name"),
     ],
 )
