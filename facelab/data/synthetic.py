@@ -8,11 +8,15 @@ layout and formats plus `truth.csv`, so every CelebA reader and labeller runs on
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import multiprocessing
+import multiprocessing.pool
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -1334,7 +1338,7 @@ def render_celeba(
     rows: list[dict | None] = [None] * n
     with tqdm(total=n, desc="rendering faces", unit="img", disable=not progress) as bar:
         if workers > 1 and n >= 100:
-            with multiprocessing.get_context("spawn").Pool(workers, _init_worker) as pool:
+            with _pool(workers) as pool:
                 for i, row in zip(order, pool.imap(_render_one, jobs, chunksize=8), strict=True):
                     rows[i] = row
                     bar.update()
@@ -1346,5 +1350,23 @@ def render_celeba(
     return out
 
 
-def _init_worker() -> None:
-    cv2.setNumThreads(1)
+@contextlib.contextmanager
+def _pool(workers: int) -> Iterator[multiprocessing.pool.Pool]:
+    """Worker processes started with "spawn" (safe beside TensorFlow's threads).
+
+    Spawned children normally re-run the caller's script; one without an `if __name__ ==
+    "__main__":` guard would then call render_celeba again in every child and hang. The workers
+    need nothing from that script, so it is hidden from them while they start.
+    """
+    main = sys.modules["__main__"]
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        pool = multiprocessing.get_context("spawn").Pool(workers, cv2.setNumThreads, (1,))
+    finally:
+        main.__dict__.update(saved)
+        if "__spec__" not in saved:
+            del main.__spec__
+    with pool:
+        yield pool
