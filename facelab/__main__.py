@@ -6,7 +6,6 @@ import argparse
 import os
 import shlex
 import sys
-import warnings
 from pathlib import Path
 
 from facelab.tasks import TASKS
@@ -78,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run one verb; input mistakes print ``facelab: error: ...`` and return 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    warnings.simplefilter("default")
     try:
         return _VERBS[args.verb](args, argv) or 0
     except _USER_ERRORS as err:

@@ -14,7 +14,7 @@ from facelab.data.skipped import SkipLog
 from facelab.data.split import split_frame, split_report
 
 DEMO_IMAGES = 3000
-DEMO_EPOCHS = 12
+DEMO_EPOCHS = 20
 DEMO_TASKS = ("orientation", "light")
 
 
@@ -40,7 +40,8 @@ def label_and_split(task: str, celeba: Path, root: Path) -> Path:
     frame = sources.label_celeba(task, celeba, skip_log=log)
     frame["split"] = split_frame(frame, seed=42)
     manifest = write_manifest(frame, root / "data" / f"{task}_split.csv")
-    plot = plot_labelled_manifest(frame, task, root / "plots" / f"{task}_labelled_samples.png")
+    plot = root / "plots" / f"{task}_labelled_samples.png"
+    plot_labelled_manifest(frame, task, plot)
     print(f"      {task}: {len(frame)} labelled -> {manifest}, samples {plot}")
     print("      " + split_report(frame).to_string().replace("\n", "\n      "))
     return manifest
@@ -63,7 +64,8 @@ def run_demo(
         exp = Experiment(
             task=task, model="fromscratch", run="demo", manifest=str(manifests[task]),
             output_dir=str(root), image_size=64, batch_size=32, epochs=epochs or DEMO_EPOCHS,
-            optimizer="adam", lr=2e-3, conv_dropout=0.2, dense_dropout=0.5,
+            optimizer="adam", lr=2e-3, conv_dropout=0.2, dense_dropout=0.5, reduce_lr=3,
+            augment=True, rotation=5.0, shift=0.05, zoom=0.05, brightness=0.2,  # flip swaps labels
         )  # fmt: skip
         cards.append(run_experiment(exp, command="python -m facelab demo"))
     table = pd.DataFrame(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,15 +36,15 @@ def predict_paths(
     dataset = make_predict_dataset(list(paths), image_size, batch_size, skip_log=skip_log)
     kept: list[str] = []
     chunks: list[np.ndarray] = []
-    start = time.perf_counter()
-    with tqdm(total=len(paths), unit="img", disable=not progress, desc="predict") as bar:
+    with tqdm(
+        total=len(paths), unit="img", disable=not progress, desc="predict", mininterval=1
+    ) as bar:
         for images, names, ok in dataset:
             ok = ok.numpy().astype(bool)
             if ok.any():
                 chunks.append(np.asarray(model.predict_on_batch(images.numpy()[ok]), np.float64))
                 kept += [n.decode() for n in names.numpy()[ok]]
             bar.update(len(ok))
-            bar.set_postfix(img_per_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.0f}")
     classes = int(model.output_shape[-1])
     return kept, (np.concatenate(chunks) if chunks else np.zeros((0, classes)))
 

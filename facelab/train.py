@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
 import platform
 import shutil
 import time
@@ -179,8 +181,19 @@ def fit(
 def save_model(model: keras.Model, paths: RunPaths) -> None:
     """Write `.keras` and `.h5`, each atomically (temp file, then rename)."""
     for target in (paths.keras, paths.h5):
-        with atomic_path(target) as tmp:
-            model.save(tmp)
+        with atomic_path(target) as tmp, _quiet_absl():
+            model.save(tmp)  # .h5 is the design's format; Keras logs that it is legacy
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def evaluate_splits(
