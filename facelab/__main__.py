@@ -164,7 +164,12 @@ def _train(args, argv) -> int:
 
     exp = experiment_from_args(args)
     command = "python -m facelab " + " ".join(shlex.quote(a) for a in argv)
-    run_experiment(exp, command=command)
+    if exp.task == "verification":
+        from facelab.verification import run_verification
+
+        run_verification(exp, command=command)
+    else:
+        run_experiment(exp, command=command)
     return 0
 
 

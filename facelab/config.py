@@ -21,6 +21,7 @@ class Experiment:
     model: str = "fromscratch"
     run: str = ""  # the user's name for this try; part of every output's name
     manifest: str = ""  # CSV with path,label,split[,group,score]
+    pairs: str = ""  # verification: folder with pairsDevTrain.txt, pairsDevTest.txt and lfw/
     output_dir: str = "."  # models/, plots/ and predictions/ are created under it
 
     image_size: int = 128  # square input side in pixels

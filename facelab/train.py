@@ -89,7 +89,9 @@ def compile_model(model: keras.Model, exp: Experiment, task: Task, lr: float | N
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=exp.jit_compile)
 
 
-def standard_callbacks(exp: Experiment, paths: RunPaths, best_so_far: float) -> list:
+def standard_callbacks(
+    exp: Experiment, paths: RunPaths, best_so_far: float, backup: str = "backup"
+) -> list:
     """Best-checkpoint, CSV history, resume-after-disconnect, and the optional schedule callbacks."""
     callbacks = [
         keras.callbacks.ModelCheckpoint(
@@ -99,7 +101,7 @@ def standard_callbacks(exp: Experiment, paths: RunPaths, best_so_far: float) -> 
             initial_value_threshold=best_so_far if np.isfinite(best_so_far) else None,
         ),
         keras.callbacks.CSVLogger(paths.work / "history.csv", append=True),
-        keras.callbacks.BackupAndRestore(paths.work / "backup"),
+        keras.callbacks.BackupAndRestore(paths.work / backup),
     ]
     if exp.early_stopping:
         callbacks.append(
@@ -110,18 +112,29 @@ def standard_callbacks(exp: Experiment, paths: RunPaths, best_so_far: float) -> 
     return callbacks
 
 
-def _resume_state(paths: RunPaths) -> tuple[bool, float]:
-    """Whether an interrupted run is there to resume, and its best validation loss so far."""
+# Files in a run's work folder that mean "an interrupted run is here to resume".
+_BACKUPS = ("backup", "backup_fine_tune")
+_PHASE1_WEIGHTS = "phase1_end.weights.h5"
+
+
+def _resuming(paths: RunPaths) -> bool:
+    """Whether an interrupted run is there to resume; a new run starts its history afresh."""
+    markers = [paths.work / name for name in (*_BACKUPS, _PHASE1_WEIGHTS)]
+    if any(m.exists() for m in markers):
+        return True
+    (paths.work / "history.csv").unlink(missing_ok=True)
+    (paths.work / "best.keras").unlink(missing_ok=True)
+    return False
+
+
+def _best_val_loss(paths: RunPaths) -> float:
+    """The lowest validation loss in the run's history so far (inf when none)."""
     history = paths.work / "history.csv"
-    if not (paths.work / "backup").exists():
-        history.unlink(missing_ok=True)  # a finished or new run starts its history afresh
-        (paths.work / "best.keras").unlink(missing_ok=True)
-        return False, float("inf")
     if history.is_file() and history.stat().st_size:
         past = pd.read_csv(history)
         if "val_loss" in past and len(past):
-            return True, float(past["val_loss"].min())
-    return True, float("inf")
+            return float(past["val_loss"].min())
+    return float("inf")
 
 
 def fit(
@@ -132,7 +145,9 @@ def fit(
     log: SkipLog,
     verbose: int | str = 2,
 ) -> tuple[keras.Model, pd.DataFrame]:
-    """Build, compile and fit the model on the train split (resuming an interrupted run)."""
+    """Build, compile and fit on the train split: phase 1, then (``exp.fine_tune_epochs``)
+    phase 2 with the top ``exp.fine_tune_layers`` of the backbone unfrozen at
+    ``exp.fine_tune_lr``. An interrupted run resumes from its last finished epoch."""
     train = frame[frame["split"] == "train"]
     val = frame[frame["split"] == "val"]
     if val.empty:
@@ -140,41 +155,47 @@ def fit(
             f"{exp.manifest}: no 'val' rows; best-epoch selection needs a validation split"
         )
     train_ds = make_dataset(
-        list(train["path"]),
-        encode_labels(train["label"], task),
-        exp,
-        task,
-        training=True,
-        skip_log=log,
-    )
+        list(train["path"]), encode_labels(train["label"], task), exp, task,
+        training=True, skip_log=log,
+    )  # fmt: skip
     val_ds = make_dataset(
-        list(val["path"]),
-        encode_labels(val["label"], task),
-        exp,
-        task,
-        training=False,
-        skip_log=log,
-    )
+        list(val["path"]), encode_labels(val["label"], task), exp, task,
+        training=False, skip_log=log,
+    )  # fmt: skip
     model = build_model(exp, task)
     compile_model(model, exp, task)
-    resuming, best = _resume_state(paths)
-    if resuming:
+    if _resuming(paths):
         print(f"resuming {exp.stem} from its last finished epoch")
-    with warnings.catch_warnings():
-        # The dataset's length is unknown (unreadable images are filtered out), so Keras warns
-        # at each epoch's end that the input "ran out of data"; that is how the epoch ends.
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=exp.epochs,
-            verbose=verbose,
-            shuffle=False,
-            callbacks=standard_callbacks(exp, paths, best),
-        )
+    phase1_end = paths.work / _PHASE1_WEIGHTS
+
+    def run_phase(first_epoch: int, last_epoch: int, backup: str) -> None:
+        with warnings.catch_warnings():
+            # The dataset's length is unknown (unreadable images are filtered out), so Keras
+            # warns at each epoch's end that the input "ran out of data"; that is how it ends.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            model.fit(
+                train_ds, validation_data=val_ds, initial_epoch=first_epoch, epochs=last_epoch,
+                verbose=verbose, shuffle=False,
+                callbacks=standard_callbacks(exp, paths, _best_val_loss(paths), backup),
+            )  # fmt: skip
+
+    if phase1_end.exists():
+        model.load_weights(phase1_end)  # phase 1 finished before an interruption
+    else:
+        run_phase(0, exp.epochs, _BACKUPS[0])
+        if exp.fine_tune_epochs:
+            model.save_weights(phase1_end)
+    if exp.fine_tune_epochs:
+        from facelab.models.transfer import prepare_fine_tuning
+
+        print(f"phase 2: fine-tuning {exp.fine_tune_layers} layers at lr {exp.fine_tune_lr}")
+        prepare_fine_tuning(model, exp.fine_tune_layers)
+        compile_model(model, exp, task, lr=exp.fine_tune_lr)
+        run_phase(exp.epochs, exp.epochs + exp.fine_tune_epochs, _BACKUPS[1])
     if (paths.work / "best.keras").exists():
         model = keras.models.load_model(paths.work / "best.keras", compile=False)
-    history = pd.read_csv(paths.work / "history.csv") if exp.epochs else pd.DataFrame()
+    history_file = paths.work / "history.csv"
+    history = pd.read_csv(history_file) if history_file.is_file() else pd.DataFrame()
     return model, history
 
 
@@ -329,7 +350,8 @@ def run_experiment(exp: Experiment, command: str = "", verbose: int | str = 2) -
     }
     atomic_write_text(json.dumps(card, indent=2, default=_json_default), paths.card)
     append_result(evaluate.results_row(card), paths.results)
-    write_plots(model, exp, task, paths, history, metrics, predictions)
+    phase_starts = (exp.epochs,) if exp.fine_tune_epochs else ()
+    write_plots(model, exp, task, paths, history, metrics, predictions, phase_starts)
     log.write_next_to(paths.card)
     shutil.rmtree(paths.work, ignore_errors=True)
     _print_summary(card, paths)
