@@ -26,6 +26,12 @@ def _split_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
+        "--split",
+        choices=["group", "shuffle"],
+        default="group",
+        help="group: no group in two splits (default); shuffle: stratified shuffle, groups ignored",
+    )
+    parser.add_argument(
         "--materialize",
         metavar="DIR",
         help="also lay out DIR/{train,val,test}/<class>/ for flow_from_directory",
@@ -61,10 +67,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     _split_args(verbs.add_parser("split", help="add a train/val/test split to a manifest"))
 
+    p = verbs.add_parser(
+        "compose-groups", help="compose group photos with known mask counts from split faces"
+    )
+    p.add_argument("--faces", required=True, help="split manifest of faces (task mask)")
+    p.add_argument("--out", required=True, help="folder for the photos and manifest.csv")
+    p.add_argument(
+        "--n",
+        nargs="+",
+        default=["train=1500", "val=200", "test=300"],
+        metavar="SPLIT=N",
+        help="photos per split (default train=1500 val=200 test=300)",
+    )
+    p.add_argument("--size", type=int, default=256, help="photo side in pixels (default 256)")
+    p.add_argument("--faces-per-photo", type=int, nargs=2, default=[2, 5], metavar=("MIN", "MAX"))
+    p.add_argument("--max-rotation", type=float, default=10.0, help="degrees (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+
     from facelab.run_args import add_predict_args, add_train_args  # no TensorFlow import
 
     add_train_args(verbs.add_parser("train", help="train, evaluate, predict and plot one run"))
     add_predict_args(verbs.add_parser("predict", help="predict images, folders or manifests"))
+
+    p = verbs.add_parser("verify", help="face verification: score pairs of images, same or not")
+    p.add_argument("model", help="a verification model (.keras or .h5) saved by facelab")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="two face images to compare")
+    p.add_argument("--pairs", help="tab-separated 'path_a path_b [same]' lines, instead of images")
+    p.add_argument("--out", help="with --pairs: CSV to write (path_a,path_b,score,same_predicted)")
+    p.add_argument(
+        "--threshold", type=float, help="decision threshold (default: the run card's, from validation)"
+    )
+    p.add_argument("--batch-size", type=int, default=32)
 
     p = verbs.add_parser("demo", help="what `make demo` runs: synth, label, split, train, predict")
     p.add_argument("--out", default=".", help="project folder for data/, models/, plots/ ...")
@@ -148,13 +181,38 @@ def _split(args, argv) -> int:
             f"{out}: --out is the input manifest; pick another file or add --force to replace it"
         )
     frame = read_manifest(source)
-    frame["split"] = split_frame(frame, tuple(args.ratios), seed=args.seed)
+    by = frame.drop(columns="group") if args.split == "shuffle" else frame
+    frame["split"] = split_frame(by, tuple(args.ratios), seed=args.seed)
     write_manifest(frame, out)
     print(f"wrote {out} ({len(frame)} rows, seed {args.seed})")
     print(split_report(frame).to_string())
     if args.materialize:
         folder = materialize(frame, args.materialize, args.mode)
         print(f"laid out {len(frame)} files ({args.mode}) under {folder}")
+    return 0
+
+
+def _compose_groups(args, argv) -> int:
+    from facelab.data.groups import compose_groups
+    from facelab.data.manifest import read_manifest
+    from facelab.data.skipped import SkipLog
+    from facelab.tasks import get_task
+
+    counts = {}
+    for item in args.n:
+        split, _, number = item.partition("=")
+        if not number.isdigit():
+            raise ValueError(f"--n {item!r}: give photos per split as SPLIT=N, e.g. train=1500")
+        counts[split] = int(number)
+    faces = read_manifest(args.faces, get_task("mask"), require_split=True)
+    log = SkipLog()
+    frame = compose_groups(faces, args.out, counts, seed=args.seed, size=args.size,
+                           faces_per_photo=tuple(args.faces_per_photo),
+                           max_rotation=args.max_rotation, skip_log=log)  # fmt: skip
+    print(f"wrote {len(frame)} photos and {Path(args.out, 'manifest.csv')} (seed {args.seed})")
+    print(frame.groupby(["split", "label"]).size().unstack(fill_value=0).to_string())
+    if len(log):
+        print(f"skipped {len(log)} unreadable faces: see {Path(args.out, 'manifest_skipped.csv')}")
     return 0
 
 
@@ -179,6 +237,12 @@ def _predict(args, argv) -> int:
     return predict_command(args)
 
 
+def _verify(args, argv) -> int:
+    from facelab.verification import verify_command
+
+    return verify_command(args)
+
+
 def _demo(args, argv) -> int:
     from facelab.demo import run_demo
 
@@ -200,8 +264,10 @@ _VERBS = {
     "synth": _synth,
     "label": _label,
     "split": _split,
+    "compose-groups": _compose_groups,
     "train": _train,
     "predict": _predict,
+    "verify": _verify,
     "demo": _demo,
     "bench": _bench,
 }

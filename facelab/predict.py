@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +14,34 @@ from tqdm.auto import tqdm
 from facelab.data.images import list_images
 from facelab.data.manifest import read_manifest
 from facelab.data.skipped import SkipLog
-from facelab.io import atomic_write_csv
 from facelab.tasks import Task, get_task
+
+
+def iter_predictions(
+    model,
+    paths: Sequence[str],
+    batch_size: int = 64,
+    skip_log: SkipLog | None = None,
+    progress: bool = True,
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """Yield (paths, probabilities) batch by batch for every readable image in ``paths``.
+
+    Images are decoded in a tf.data pipeline in parallel with the model, never all held in
+    memory; unreadable files go to ``skip_log``. A progress bar shows images per second.
+    """
+    from facelab.data.pipeline import make_predict_dataset
+
+    image_size = int(model.input_shape[1])
+    dataset = make_predict_dataset(list(paths), image_size, batch_size, skip_log=skip_log)
+    with tqdm(
+        total=len(paths), unit="img", disable=not progress, desc="predict", mininterval=1
+    ) as bar:
+        for images, names, ok in dataset:
+            ok = ok.numpy().astype(bool)
+            if ok.any():
+                probs = np.asarray(model.predict_on_batch(images.numpy()[ok]), np.float64)
+                yield [n.decode() for n in names.numpy()[ok]], probs
+            bar.update(len(ok))
 
 
 def predict_paths(
@@ -25,28 +51,63 @@ def predict_paths(
     skip_log: SkipLog | None = None,
     progress: bool = True,
 ) -> tuple[list[str], np.ndarray]:
-    """Predict every readable image in ``paths`` batch by batch; returns (paths kept, probabilities).
-
-    Images are decoded in a tf.data pipeline in parallel with the model, never all held in memory;
-    unreadable files go to ``skip_log``.
-    """
-    from facelab.data.pipeline import make_predict_dataset
-
-    image_size = int(model.input_shape[1])
-    dataset = make_predict_dataset(list(paths), image_size, batch_size, skip_log=skip_log)
+    """Predict every readable image in ``paths``; returns (paths kept, probabilities)."""
     kept: list[str] = []
     chunks: list[np.ndarray] = []
-    with tqdm(
-        total=len(paths), unit="img", disable=not progress, desc="predict", mininterval=1
-    ) as bar:
-        for images, names, ok in dataset:
-            ok = ok.numpy().astype(bool)
-            if ok.any():
-                chunks.append(np.asarray(model.predict_on_batch(images.numpy()[ok]), np.float64))
-                kept += [n.decode() for n in names.numpy()[ok]]
-            bar.update(len(ok))
+    for names, probs in iter_predictions(model, paths, batch_size, skip_log, progress):
+        kept += names
+        chunks.append(probs)
     classes = int(model.output_shape[-1])
     return kept, (np.concatenate(chunks) if chunks else np.zeros((0, classes)))
+
+
+def predict_to_csv(
+    model,
+    paths: Sequence[str],
+    task: Task,
+    out: str | os.PathLike,
+    labels: dict[str, str] | None = None,
+    batch_size: int = 64,
+    resume: bool = False,
+    skip_log: SkipLog | None = None,
+) -> Path:
+    """Stream predictions into ``out``: rows are appended to ``<out>.partial`` batch by batch and
+    the file is renamed to ``out`` when every image is done. With ``resume``, the rows already in
+    the partial file are kept and only the other images are predicted."""
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done: set[str] = set()
+    if resume and partial.is_file() and partial.stat().st_size:
+        done = set(_finished_rows(partial)["path"])
+        print(f"resuming: {len(done)} images already predicted in {partial}")
+    else:
+        partial.unlink(missing_ok=True)
+    todo = [p for p in paths if p not in done]
+    header = not partial.exists()
+    with open(partial, "a", encoding="utf-8", newline="") as sink:
+        for names, probs in iter_predictions(model, todo, batch_size, skip_log):
+            rows = prediction_frame(
+                names, probs, task, [labels.get(n, "") for n in names] if labels else None
+            )
+            rows.to_csv(sink, header=header, index=False, lineterminator="\n")
+            sink.flush()
+            header = False
+    if header:  # nothing was readable: still a valid CSV with its header
+        prediction_frame([], np.zeros((0, task.num_classes)), task, [] if labels else None).to_csv(
+            partial, index=False
+        )
+    os.replace(partial, out)
+    return out
+
+
+def _finished_rows(partial: Path) -> pd.DataFrame:
+    """The complete rows of a partial CSV (a row cut off by a kill is dropped)."""
+    text = partial.read_text(encoding="utf-8")
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        partial.write_text(text, encoding="utf-8")
+    return pd.read_csv(partial, dtype={"path": str})
 
 
 def prediction_frame(
@@ -101,7 +162,7 @@ def load_model_file(path: str | os.PathLike):
     if path.suffix not in (".keras", ".h5"):
         raise ValueError(f"{path}: not a model file; pass a .keras or .h5 file saved by facelab")
     try:
-        return keras.models.load_model(path, compile=False)
+        return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # Keras raises many types for a bad file
         raise ValueError(
             f"{path}: cannot be loaded as a Keras model ({type(err).__name__}: {str(err)[:200]}); "
@@ -130,14 +191,11 @@ def predict_command(args) -> int:
         )
     paths, labels = collect_inputs(args.inputs)
     log = SkipLog()
-    kept, probs = predict_paths(model, paths, args.batch_size, log)
-    frame = prediction_frame(
-        kept, probs, task, [labels.get(p, "") for p in kept] if labels else None
-    )
-    out = atomic_write_csv(frame, args.out)
+    out = predict_to_csv(model, paths, task, args.out, labels, args.batch_size, args.resume, log)
     skipped = log.write_next_to(out)
+    count = sum(1 for _ in open(out, encoding="utf-8")) - 1
     print(
-        f"wrote {len(frame)} predictions to {out}"
+        f"wrote {count} predictions to {out}"
         + (f"; skipped {len(log)}: {skipped}" if skipped else "")
     )
     return 0

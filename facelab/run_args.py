@@ -67,3 +67,8 @@ def add_predict_args(parser: argparse.ArgumentParser) -> None:
         help="task of the model (default: from the run card beside the model)",
     )
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the rows of a cut-off run (<out>.partial) and predict the rest",
+    )

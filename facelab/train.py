@@ -6,7 +6,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import platform
 import shutil
 import time
 import warnings
@@ -24,6 +23,7 @@ from facelab.data.pipeline import encode_labels, make_dataset
 from facelab.data.skipped import SkipLog
 from facelab.data.split import missing_classes
 from facelab.io import atomic_path, atomic_write_csv, atomic_write_text
+from facelab.machine import device, versions
 from facelab.models import build_model
 from facelab.optim import make_optimizer
 from facelab.predict import predict_paths, prediction_frame
@@ -196,6 +196,8 @@ def fit(
         model = keras.models.load_model(paths.work / "best.keras", compile=False)
     history_file = paths.work / "history.csv"
     history = pd.read_csv(history_file) if history_file.is_file() else pd.DataFrame()
+    if "epoch" in history:  # a kill between the history row and the backup repeats an epoch
+        history = history.drop_duplicates("epoch", keep="last").reset_index(drop=True)
     return model, history
 
 
@@ -236,33 +238,6 @@ def evaluate_splits(
         else:
             metrics[split] = evaluate.classification_metrics(y_true, probs[rows], task.classes)
     return metrics, predictions
-
-
-def versions() -> dict[str, str]:
-    """Library versions recorded in the run card."""
-    import sklearn
-    import tensorflow as tf
-
-    return {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "scikit-learn": sklearn.__version__,
-    }
-
-
-def device() -> str:
-    """The device the run trained on, in words."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    return (
-        f"{len(gpus)} GPU ({gpus[0].name})"
-        if gpus
-        else f"CPU ({platform.processor() or platform.machine()})"
-    )
 
 
 def append_result(row: dict, results: Path) -> None:

@@ -8,7 +8,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from facelab import optim  # noqa: F401  registers AdaBound for loading compiled models
-from facelab.models import scratch  # noqa: F401  registers "fromscratch"
+from facelab.models import (
+    scratch,  # noqa: F401  registers "fromscratch"
+    siamese,  # noqa: F401  registers "siamese", "embedding"
+    transfer,  # noqa: F401  registers "inceptionv3", "resnet50", ...
+)
 from facelab.models.registry import MODEL_BUILDERS, register_model
 from facelab.models.registry import build_model as _build
 
