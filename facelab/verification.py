@@ -168,8 +168,8 @@ def score_pairs(
 ) -> np.ndarray:
     """The model's score for each pair (both images from ``bank``), float64 (N,)."""
     dataset = make_pair_dataset(pairs, bank, exp, training=False, shuffle=False)
-    scores = [np.asarray(model.predict_on_batch(ab), np.float64).reshape(-1) for ab, _ in dataset]
-    return np.concatenate(scores) if scores else np.zeros(0)
+    scores = model.predict(dataset.map(lambda ab, _: (ab,)), verbose=0)
+    return np.asarray(scores, np.float64).reshape(-1)
 
 
 class PairValidation(keras.callbacks.Callback):
@@ -316,6 +316,7 @@ def fit_verification(
         validation_data=val_ds,
         epochs=exp.epochs,
         verbose=verbose,
+        shuffle=False,  # the pair dataset shuffles itself (seeded)
         callbacks=_callbacks(exp, paths, validation, best),
     )
     if (paths.work / "best.keras").exists():

@@ -346,6 +346,11 @@ def embedding_loss(
     raise ValueError(f"embedding loss {name!r} unknown; choose one of {EMBEDDING_LOSSES}")
 
 
+def koch_kernels(blocks: int) -> tuple[int, ...]:
+    """Koch's kernel sizes for the first ``blocks`` blocks (3 x 3 for any block beyond the fourth)."""
+    return (*KOCH_KERNELS, *(3,) * max(0, blocks - len(KOCH_KERNELS)))[:blocks]
+
+
 def crop_pixels(exp: Experiment) -> int:
     """The tower's face crop in pixels: ``extra['crop']`` (a fraction of image_size, or pixels)."""
     crop = exp.extra.get("crop", DEFAULT_CROP)
@@ -355,11 +360,12 @@ def crop_pixels(exp: Experiment) -> int:
 def siamese_from_experiment(exp: Experiment) -> keras.Model:
     """The Koch-style siamese network an Experiment describes (``extra``: crop, filters, kernels,
     batchnorm)."""
+    filters = tuple(exp.extra.get("filters", SIAMESE_FILTERS))
     return build_siamese(
         input_shape=(exp.image_size, exp.image_size, 3),
         crop=crop_pixels(exp),
-        filters=tuple(exp.extra.get("filters", SIAMESE_FILTERS)),
-        kernels=tuple(exp.extra.get("kernels", KOCH_KERNELS)),
+        filters=filters,
+        kernels=tuple(exp.extra.get("kernels", koch_kernels(len(filters)))),
         dense_units=exp.dense_units,
         batchnorm=exp.extra.get("batchnorm", "before"),
         conv_dropout=exp.conv_dropout,
