@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", help="tab-separated 'path_a path_b [same]' lines, instead of images")
     p.add_argument("--out", help="with --pairs: CSV to write (path_a,path_b,score,same_predicted)")
     p.add_argument(
-        "--threshold", type=float, help="decision threshold (default: the run card's, from validation)"
+        "--threshold",
+        type=float,
+        help="decision threshold (default: the run card's, from validation)",
     )
     p.add_argument("--batch-size", type=int, default=32)
 
@@ -132,7 +134,9 @@ def _label(args, argv) -> int:
     from facelab.data import sources
     from facelab.data.manifest import write_manifest
     from facelab.data.skipped import SkipLog
+    from facelab.io import check_writable
 
+    check_writable(args.out)
     log = SkipLog()
     if args.celeba:
         frame = sources.label_celeba(args.task, args.celeba, args.margin, log)

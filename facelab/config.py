@@ -60,6 +60,7 @@ class Experiment:
     reduce_lr: int = 0  # ReduceLROnPlateau patience in epochs; 0 = off
     cache: str = "memory"  # "memory", "none" or a folder for an on-disk cache
     jit_compile: bool = False  # XLA-compile the train step
+    deterministic: bool = False  # deterministic TF ops: same seed, same weights (slower)
     extra: dict[str, Any] = field(default_factory=dict)  # task- or model-specific knobs
 
     def __post_init__(self) -> None:

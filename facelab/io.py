@@ -11,22 +11,38 @@ from pathlib import Path
 import pandas as pd
 
 
+def _temporary_beside(target: Path) -> Path:
+    """An empty temporary file in ``target``'s folder (created if needed); a clear error if not."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent
+        )
+    except OSError as err:
+        raise PermissionError(
+            f"{target}: cannot write there ({err.strerror or err}); choose another output folder"
+        ) from None
+    os.close(fd)
+    return Path(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``target`` in one rename."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(target.parent, os.W_OK):
-        raise PermissionError(f"{target.parent}: folder is not writable; choose another output")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temporary_beside(target)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give what a plain write gives
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; as a plain write would
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def check_writable(target: str | os.PathLike) -> Path:
+    """Fail early, before long work, when ``target`` cannot be written (same error as a write)."""
+    _temporary_beside(Path(target)).unlink()
+    return Path(target)
 
 
 def _umask() -> int:

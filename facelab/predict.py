@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from facelab.data.images import list_images
 from facelab.data.manifest import read_manifest
 from facelab.data.skipped import SkipLog
+from facelab.io import check_writable
 from facelab.tasks import Task, get_task
 
 
@@ -74,9 +75,8 @@ def predict_to_csv(
     """Stream predictions into ``out``: rows are appended to ``<out>.partial`` batch by batch and
     the file is renamed to ``out`` when every image is done. With ``resume``, the rows already in
     the partial file are kept and only the other images are predicted."""
-    out = Path(out)
+    out = check_writable(out)
     partial = out.with_name(out.name + ".partial")
-    out.parent.mkdir(parents=True, exist_ok=True)
     done: set[str] = set()
     if resume and partial.is_file() and partial.stat().st_size:
         done = set(_finished_rows(partial)["path"])

@@ -37,6 +37,11 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=defaults.flip)
     parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic ops: the same seed gives the same weights (slower)",
+    )
     for name in _TUNABLE:
         default = getattr(defaults, name)
         parser.add_argument(

@@ -288,7 +288,11 @@ def write_plots(
 def run_experiment(exp: Experiment, command: str = "", verbose: int | str = 2) -> dict:
     """Train, evaluate, predict and plot one run; returns the run card (also written to disk)."""
     task = get_task(exp.task)
-    keras.utils.set_random_seed(exp.seed)
+    keras.utils.set_random_seed(exp.seed)  # Python, NumPy and TensorFlow
+    if exp.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     frame = load_split_manifest(exp, task)
     paths = RunPaths(exp)
     paths.make()

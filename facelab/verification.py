@@ -40,10 +40,11 @@ from facelab.data.lfw import read_lfw_pairs
 from facelab.data.pairs import ImageBank, make_pair_dataset, verification_splits
 from facelab.data.skipped import SkipLog
 from facelab.io import atomic_write_csv, atomic_write_text
+from facelab.machine import device, versions
 from facelab.models import siamese
 from facelab.optim import make_optimizer
 from facelab.tasks import get_task
-from facelab.train import RunPaths, append_result, device, save_model, versions
+from facelab.train import RunPaths, append_result, save_model
 
 MODELS = ("siamese", "embedding")
 CLASSES = ("different", "same")
@@ -55,7 +56,7 @@ HARDEST_PAIRS = 8  # pairs in the hardest-pairs grid
 EXTRA_DEFAULTS = {
     "crop": siamese.DEFAULT_CROP,  # face crop: fraction of image_size (or pixels when > 1)
     "val_fraction": 0.15,  # share of the training people held out for validation
-    "train_pairs": 4000,  # training pairs per epoch: official ones + balanced extra pairs
+    "train_pairs": 3000,  # training pairs per epoch: official ones + balanced extra pairs
     "val_pairs": 600,  # validation pairs: official ones + balanced extra pairs
     "loss": "supcon",  # embedding: supcon | contrastive | triplet
     "temperature": siamese.DEFAULT_TEMPERATURE,  # supcon
@@ -80,8 +81,8 @@ def verification_experiment(model: str = "embedding", pairs: str = "", **changes
         model=model,
         pairs=str(pairs),
         image_size=128,  # the full 250 px LFW image; the towers keep its central half
-        batch_size=32,  # pairs per batch (64 images)
-        epochs=20,
+        batch_size=64,  # pairs per batch (128 images)
+        epochs=14,
         optimizer="adam",
         lr=2e-3,
         dense_dropout=0.3,
@@ -434,6 +435,16 @@ def run_verification(exp: Experiment, command: str = "", verbose: int | str = 2)
     shutil.rmtree(paths.work, ignore_errors=True)
     _print_summary(card, paths)
     return card
+
+
+def metrics_table(card: Mapping) -> pd.DataFrame:
+    """Pairs, accuracy at the validation threshold and ROC AUC of each split of a run card."""
+    return pd.DataFrame(
+        {
+            split: {"pairs": m["n"], "accuracy": m["accuracy"], "auc": m["auc"]}
+            for split, m in card["metrics"].items()
+        }
+    ).T.round(4)
 
 
 def roc_plot_path(paths: RunPaths) -> Path:

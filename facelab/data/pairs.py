@@ -49,14 +49,18 @@ def pairs_within(pairs: pd.DataFrame, people: Iterable[str]) -> pd.DataFrame:
     return pairs[keep].reset_index(drop=True)
 
 
-def sample_pairs(images: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """``n`` pairs drawn from ``images`` (``path, person``): half matched, half mismatched.
+def sample_pairs(
+    images: pd.DataFrame, n: int, seed: int, matched: int | None = None
+) -> pd.DataFrame:
+    """``n`` pairs drawn from ``images`` (``path, person``): ``matched`` of them (default half)
+    matched, the rest mismatched.
 
     Matched pairs go through every distinct same-person combination (in a seeded order) before any
     repeats; mismatched pairs join two different people at random. Same seed, same pairs.
     """
-    if n < 0:
-        raise ValueError(f"the number of pairs must be >= 0, got {n}")
+    n_matched = n // 2 if matched is None else matched
+    if n < 0 or not 0 <= n_matched <= n:
+        raise ValueError(f"cannot draw {n_matched} matched pairs among {n} (both must be >= 0)")
     rng = np.random.default_rng(seed)
     by_person = {
         person: sorted(group["path"]) for person, group in images.groupby("person", sort=True)
@@ -68,11 +72,10 @@ def sample_pairs(images: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
         for i in range(len(paths))
         for j in range(i + 1, len(paths))
     ]
-    n_matched = n // 2
-    if n and (not combos or len(names) < 2):
+    if (n_matched and not combos) or (n > n_matched and len(names) < 2):
         raise ValueError(
-            f"cannot draw balanced pairs from {len(images)} images of {len(names)} people: "
-            "matched pairs need a person with 2 images and mismatched pairs need 2 people"
+            f"cannot draw pairs from {len(images)} images of {len(names)} people: matched "
+            "pairs need a person with 2 images and mismatched pairs need 2 people"
         )
     rows = []
     while len(rows) < n_matched:
@@ -102,9 +105,9 @@ def verification_splits(
     """Person-disjoint ``train``/``val``/``test`` pairs frames with a ``split`` and ``source`` column.
 
     Validation people are a seeded ``val_fraction`` of the training-pairs people; official pairs
-    joining a training and a validation person are dropped. Balanced pairs drawn from each side's
-    own people top train and val up to ``train_size`` / ``val_size`` pairs. People of the test pairs
-    are never used for training or validation.
+    joining a training and a validation person are dropped. Pairs drawn from each side's own people
+    top train and val up to ``train_size`` / ``val_size`` pairs, half of them matched where the
+    official pairs leave room. People of the test pairs are never used for training or validation.
     """
     test_people = pair_people(test_pairs)
     overlap = pair_people(train_pairs) & test_people
@@ -126,7 +129,9 @@ def verification_splits(
     ):
         official = pairs_within(train_pairs, people).assign(source="official")
         own = images[images["person"].isin(people)]
-        extra = sample_pairs(own, max(0, size - len(official)), seed + offset)
+        extra = max(0, size - len(official))
+        matched = min(extra, max(0, size // 2 - int(official["same"].sum())))
+        extra = sample_pairs(own, extra, seed + offset, matched=matched)
         splits[split] = pd.concat([official, extra], ignore_index=True)
     splits["test"] = test_pairs.assign(source="official").reset_index(drop=True)
     for split, frame in splits.items():
@@ -241,3 +246,18 @@ def make_pair_dataset(
     else:
         ds = ds.map(lambda ab, y: ((tf.cast(ab[0], tf.float32), tf.cast(ab[1], tf.float32)), y))
     return ds.prefetch(AUTOTUNE)
+
+
+def split_summary(splits: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Pairs, matched pairs, people and images of each split, one column per split."""
+    return pd.DataFrame(
+        {
+            name: {
+                "pairs": len(frame),
+                "matched": int(frame["same"].sum()),
+                "people": len(pair_people(frame)),
+                "images": len(pair_images(frame)),
+            }
+            for name, frame in splits.items()
+        }
+    )
