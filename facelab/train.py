@@ -193,7 +193,7 @@ def fit(
         compile_model(model, exp, task, lr=exp.fine_tune_lr)
         run_phase(exp.epochs, exp.epochs + exp.fine_tune_epochs, _BACKUPS[1])
     if (paths.work / "best.keras").exists():
-        model = keras.models.load_model(paths.work / "best.keras", compile=False)
+        model = keras.models.load_model(paths.work / "best.keras", compile=False, safe_mode=True)
     history_file = paths.work / "history.csv"
     history = pd.read_csv(history_file) if history_file.is_file() else pd.DataFrame()
     if "epoch" in history:  # a kill between the history row and the backup repeats an epoch

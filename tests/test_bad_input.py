@@ -121,6 +121,7 @@ def make_model(path: Path, size: int = 32) -> Path:
 def test_prediction_of_odd_images_skips_the_bad_and_resizes_to_the_model(odd, tmp_path, capsys):
     folder, expected = odd
     before = hashes(folder)
+    old = earlier_run(tmp_path)
     model = make_model(tmp_path / "m.keras", size=32)  # the images are 48 px and larger
     with pytest.warns(UserWarning):
         code, out, err = run_cli(["predict", model, folder, "--out", tmp_path / "p.csv",
@@ -131,6 +132,7 @@ def test_prediction_of_odd_images_skips_the_bad_and_resizes_to_the_model(odd, tm
     skipped = {Path(f).name for f in pd.read_csv(tmp_path / "p_skipped.csv")["file"]}
     assert skipped == {n for n, r in expected.items() if r is not None}
     assert hashes(folder) == before
+    assert {rel: hashes(tmp_path)[rel] for rel in old} == old
 
 
 def write_manifest_text(tmp_path: Path, text: str) -> Path:
@@ -182,7 +184,20 @@ def test_duplicate_manifest_rows_are_dropped_with_a_warning(tmp_path):
         assert len(read_manifest(path)) == 1
 
 
+def earlier_run(output_dir: Path) -> dict[str, str]:
+    """Outputs of another, earlier run in ``output_dir``; returns their hashes."""
+    for rel in ("models/light_fromscratch_old.keras", "plots/light_fromscratch_old_history.png",
+                "predictions/light_fromscratch_old.csv"):  # fmt: skip
+        (output_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (output_dir / rel).write_bytes(rel.encode() * 10)
+    pd.DataFrame([{"stem": "light_fromscratch_old", "test_accuracy": 0.5}]).to_csv(
+        output_dir / "models/results.csv", index=False
+    )
+    return hashes(output_dir)
+
+
 def test_listed_image_missing_during_training_is_skipped_and_the_run_goes_on(tmp_path, capsys):
+    old = earlier_run(tmp_path / "o")
     (tmp_path / "img").mkdir()
     rows = []
     for i in range(60):
@@ -200,6 +215,10 @@ def test_listed_image_missing_during_training_is_skipped_and_the_run_goes_on(tmp
     assert code == 0, err
     skipped = pd.read_csv(tmp_path / "o/models/light_fromscratch_skipped.csv")
     assert skipped["file"].str.endswith("gone.png").any()
+    now = hashes(tmp_path / "o")
+    assert all(now[rel] == digest for rel, digest in old.items() if "results.csv" not in rel)
+    results = pd.read_csv(tmp_path / "o/models/results.csv")
+    assert list(results["stem"]) == ["light_fromscratch_old", "light_fromscratch"]
 
 
 def test_empty_folder_and_missing_folder_are_clear_errors(tmp_path, capsys):

@@ -155,22 +155,35 @@ def build_siamese(
     batchnorm: str = "before",
     conv_dropout: float = 0.0,
     dense_dropout: float = 0.0,
+    padding: str = "same",
 ) -> keras.Model:
     """Koch-style siamese CNN: twin conv towers, L1 distance of their features, Dense(1, sigmoid).
 
     Tower: per block Conv2D(k x k) -> ReLU (BatchNorm before or after it, or none) -> MaxPool (not
     after the last block) -> Dropout, then Flatten -> Dense(``dense_units``, sigmoid), as Koch et al.
-    ``KOCH_FILTERS``, ``KOCH_KERNELS``, ``KOCH_DENSE`` and ``crop=105`` give the paper's network.
+    ``KOCH_FILTERS``, ``KOCH_KERNELS``, ``KOCH_DENSE``, ``crop=105``, ``batchnorm="none"`` and
+    ``padding="valid"`` give the paper's network (38.9M parameters).
     """
     if len(kernels) != len(filters):
         raise ValueError(
             f"kernels {tuple(kernels)} must give one size per block of {tuple(filters)}"
         )
+    if padding not in ("same", "valid"):
+        raise ValueError(f"padding {padding!r} unknown; choose 'same' or 'valid'")
     _check(batchnorm, crop, len(filters) - 1, filters)
+    side = crop
+    for i, k in enumerate(kernels):
+        side = side - k + 1 if padding == "valid" else side
+        if side < 1:
+            raise ValueError(
+                f"a {crop} px face is too small for kernels {tuple(kernels)} with 'valid' padding; "
+                "use a larger crop or padding='same'"
+            )
+        side = side // 2 if i < len(kernels) - 1 else side
     image = keras.Input(shape=tuple(input_shape), name="image")
     x = face_preprocess(image, crop)
     for i, (n, k) in enumerate(zip(filters, kernels, strict=True), start=1):
-        x = _conv(x, n, k, batchnorm, f"block{i}")
+        x = _conv(x, n, k, batchnorm, f"block{i}", padding)
         if i < len(filters):
             x = keras.layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
         if conv_dropout:
