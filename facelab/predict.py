@@ -24,11 +24,14 @@ def iter_predictions(
     batch_size: int = 64,
     skip_log: SkipLog | None = None,
     progress: bool = True,
+    tta: Task | None = None,
 ) -> Iterator[tuple[list[str], np.ndarray]]:
     """Yield (paths, probabilities) batch by batch for every readable image in ``paths``.
 
     Images are decoded in a tf.data pipeline in parallel with the model, never all held in
     memory; unreadable files go to ``skip_log``. A progress bar shows images per second.
+    With ``tta`` (the model's task), each image is also predicted mirrored and the two averaged,
+    the mirrored prediction's left and right swapped where the task says so.
     """
     from facelab.data.pipeline import make_predict_dataset
 
@@ -40,7 +43,11 @@ def iter_predictions(
         for images, names, ok in dataset:
             ok = ok.numpy().astype(bool)
             if ok.any():
-                probs = np.asarray(model.predict_on_batch(images.numpy()[ok]), np.float64)
+                batch = images.numpy()[ok]
+                probs = np.asarray(model.predict_on_batch(batch), np.float64)
+                if tta is not None:
+                    mirrored = np.asarray(model.predict_on_batch(batch[:, :, ::-1]), np.float64)
+                    probs = (probs + mirrored[:, tta.flip_permutation()]) / 2
                 yield [n.decode() for n in names.numpy()[ok]], probs
             bar.update(len(ok))
 
@@ -71,6 +78,7 @@ def predict_to_csv(
     batch_size: int = 64,
     resume: bool = False,
     skip_log: SkipLog | None = None,
+    tta: bool = False,
 ) -> Path:
     """Stream predictions into ``out``: rows are appended to ``<out>.partial`` batch by batch and
     the file is renamed to ``out`` when every image is done. With ``resume``, the rows already in
@@ -86,7 +94,9 @@ def predict_to_csv(
     todo = [p for p in paths if p not in done]
     header = not partial.exists()
     with open(partial, "a", encoding="utf-8", newline="") as sink:
-        for names, probs in iter_predictions(model, todo, batch_size, skip_log):
+        for names, probs in iter_predictions(
+            model, todo, batch_size, skip_log, tta=task if tta else None
+        ):
             rows = prediction_frame(
                 names, probs, task, [labels.get(n, "") for n in names] if labels else None
             )
@@ -191,7 +201,9 @@ def predict_command(args) -> int:
         )
     paths, labels = collect_inputs(args.inputs)
     log = SkipLog()
-    out = predict_to_csv(model, paths, task, args.out, labels, args.batch_size, args.resume, log)
+    out = predict_to_csv(
+        model, paths, task, args.out, labels, args.batch_size, args.resume, log, args.tta
+    )
     skipped = log.write_next_to(out)
     count = sum(1 for _ in open(out, encoding="utf-8")) - 1
     print(

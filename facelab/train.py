@@ -22,6 +22,7 @@ from facelab.data.manifest import read_manifest
 from facelab.data.pipeline import encode_labels, make_dataset
 from facelab.data.skipped import SkipLog
 from facelab.data.split import missing_classes
+from facelab.devices import distribution_strategy, precision
 from facelab.io import atomic_path, atomic_write_csv, atomic_write_text
 from facelab.machine import device, versions
 from facelab.models import build_model
@@ -154,16 +155,19 @@ def fit(
         raise ValueError(
             f"{exp.manifest}: no 'val' rows; best-epoch selection needs a validation split"
         )
+    strategy = distribution_strategy(exp.devices)
+    batched = exp.replace(batch_size=exp.batch_size * strategy.num_replicas_in_sync)
     train_ds = make_dataset(
-        list(train["path"]), encode_labels(train["label"], task), exp, task,
+        list(train["path"]), encode_labels(train["label"], task), batched, task,
         training=True, skip_log=log,
     )  # fmt: skip
     val_ds = make_dataset(
-        list(val["path"]), encode_labels(val["label"], task), exp, task,
+        list(val["path"]), encode_labels(val["label"], task), batched, task,
         training=False, skip_log=log,
     )  # fmt: skip
-    model = build_model(exp, task)
-    compile_model(model, exp, task)
+    with strategy.scope(), precision(exp.mixed_precision):
+        model = build_model(exp, task)
+        compile_model(model, exp, task)
     if _resuming(paths):
         print(f"resuming {exp.stem} from its last finished epoch")
     phase1_end = paths.work / _PHASE1_WEIGHTS
@@ -190,7 +194,8 @@ def fit(
 
         print(f"phase 2: fine-tuning {exp.fine_tune_layers} layers at lr {exp.fine_tune_lr}")
         prepare_fine_tuning(model, exp.fine_tune_layers)
-        compile_model(model, exp, task, lr=exp.fine_tune_lr)
+        with strategy.scope():
+            compile_model(model, exp, task, lr=exp.fine_tune_lr)
         run_phase(exp.epochs, exp.epochs + exp.fine_tune_epochs, _BACKUPS[1])
     if (paths.work / "best.keras").exists():
         model = keras.models.load_model(paths.work / "best.keras", compile=False, safe_mode=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -64,7 +65,7 @@ def test_odd_files_load_or_are_skipped_with_a_reason(odd_tree):
     with pytest.warns(UserWarning, match="skipped"):
         loaded = sum(len(x) for x, _ in ds)
     assert loaded == 7
-    reasons = dict(zip(log.frame()["file"].str.rsplit("/", n=1).str[1], log.frame()["reason"]))
+    reasons = {Path(file).name: reason for file, reason in log.rows}
     assert reasons.keys() == {"truncated.jpg", "empty.png"}
     assert "empty file" in reasons["empty.png"]
 
@@ -73,9 +74,10 @@ def test_every_real_mask_file_loads_through_the_pipeline():
     root = shared_data("masks")
     frame = read_folders(root, MASK)
     assert frame["label"].value_counts().to_dict() == {"with_mask": 700, "without_mask": 700}
-    # The odd ones: upper-case or unknown extensions, and files whose bytes are not their name's.
+    # The odd ones: upper-case or unknown extensions, bytes that are not what the name says,
+    # non-ASCII names, and every PNG (some with alpha).
     odd = frame[[_is_odd(p) for p in frame["path"]]]
-    assert len(odd) >= 70
+    assert len(odd) >= 70 and odd["path"].str.endswith("black3.jpg_1088Wx1632H").any()
     log = SkipLog()
     exp = Experiment(task="mask", image_size=32, batch_size=32, cache="none")
     ds = make_dataset(list(odd["path"]), encode_labels(odd["label"], MASK), exp, MASK,
@@ -90,7 +92,8 @@ def _is_odd(path: str) -> bool:
     head = open(path, "rb").read(4)
     kind = ".png" if head == b"\x89PNG" else ".jpg" if head[:3] == b"\xff\xd8\xff" else "?"
     return (
-        ext not in IMAGE_EXTENSIONS
+        kind == ".png"
+        or ext not in IMAGE_EXTENSIONS
         or ext.lower() != ext
         or kind != {".jpeg": ".jpg"}.get(ext, ext)
         or not name.isascii()
@@ -110,7 +113,8 @@ def test_split_shuffle_ignores_groups_and_keeps_class_shares(tmp_path):
                  "--ratios", "0.9", "0.1", "--seed", "7", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     split = pd.read_csv(tmp_path / "s.csv")
-    assert pd.crosstab(split["split"], split["label"]).loc["test"].tolist() == [5, 5]
+    test = pd.crosstab(split["split"], split["label"]).loc["test"]
+    assert test.between(4, 6).all() and test.sum() == 10
     assert (split.groupby("group")["split"].nunique() == 2).all(), "groups were kept together"
     cli("split", "--manifest", "m.csv", "--out", "s2.csv", "--split", "shuffle", "--ratios",
         "0.9", "0.1", "--seed", "7", cwd=tmp_path)  # fmt: skip

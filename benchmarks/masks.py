@@ -1,0 +1,199 @@
+"""Mask benchmark on the 1,400 real faces of ../shared/data/masks (CPU, weights=None).
+
+    python benchmarks/masks.py [--masks DIR] [--work DIR] [--seed 42] [--only mask|count]
+
+Measures, one after the other:
+  (a) odd files: every file of the folder through the training pipeline; how many of the odd
+      ones (upper-case or unknown extension, content that is not what the name says, alpha PNG,
+      non-ASCII name) load and how many are skipped, with the reasons;
+  (b) the mask classifier (task mask): faces split 80/10/10 (stratified, seeded), FromScratch with
+      flip augmentation; test accuracy and wall time from reading the folder to the run card;
+      target >= 0.95 in <= 10 minutes;
+  (c) mask counting (task mask_count): group photos composed per split from that split's faces
+      only (so the test photos hold only test faces), FromScratch with global max pooling;
+      test accuracy and wall time from composing to the run card; target >= 0.90 in <= 15 min.
+Prints one JSON line with every figure; progress goes to stderr. Time it under the shared lock:
+``flock /tmp/facelab_cpu.lock .venv/bin/python benchmarks/masks.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # runnable as a plain script from any folder
+
+from facelab.config import Experiment  # noqa: E402
+from facelab.data.groups import compose_groups  # noqa: E402
+from facelab.data.images import IMAGE_EXTENSIONS  # noqa: E402
+from facelab.data.manifest import write_manifest  # noqa: E402
+from facelab.data.pipeline import encode_labels, make_dataset  # noqa: E402
+from facelab.data.skipped import SkipLog  # noqa: E402
+from facelab.data.sources import label_folders  # noqa: E402
+from facelab.data.split import split_frame  # noqa: E402
+from facelab.tasks import get_task  # noqa: E402
+from facelab.train import run_experiment  # noqa: E402
+
+MASKS = REPO.parent / "shared" / "data" / "masks"
+SPLIT_RATIOS = (0.8, 0.1, 0.1)
+MASK_TARGET, MASK_SECONDS = 0.95, 600
+COUNT_TARGET, COUNT_SECONDS = 0.90, 900
+# The two runs measured; every other knob is the Experiment default.
+MASK_RUN = dict(model="fromscratch", image_size=64, batch_size=32, epochs=40, optimizer="adam",
+                lr=2e-3, conv_dropout=0.2, dense_dropout=0.5, augment=True, rotation=10.0,
+                brightness=0.2, flip=True, reduce_lr=4)  # fmt: skip
+PHOTOS = {"train": 3000, "val": 300, "test": 300}
+PHOTO_SIZE = 128
+COUNT_RUN = dict(model="fromscratch", image_size=128, batch_size=32, epochs=30, optimizer="adam",
+                 lr=2e-3, conv_dropout=0.1, dense_dropout=0.3, augment=True, rotation=5.0,
+                 brightness=0.2, flip=True, early_stopping=6, reduce_lr=3,
+                 extra={"filters": [32, 64, 128, 128, 256], "pooling": "max"})  # fmt: skip
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so stdout holds only the JSON line."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def odd_kind(path: str) -> str | None:
+    """Why a file is odd (its name or its bytes), or None for a plain lower-case JPEG or PNG."""
+    name = os.path.basename(path)
+    ext = os.path.splitext(name)[1]
+    with open(path, "rb") as f:
+        head = f.read(32)
+    actual = (
+        "png" if head.startswith(b"\x89PNG") else "jpeg" if head[:3] == b"\xff\xd8\xff" else None
+    )
+    if actual is None:
+        actual = "webp" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else "other"
+    if ext.lower() not in IMAGE_EXTENSIONS:
+        return f"unknown extension {ext!r} ({actual})"
+    if ext != ext.lower():
+        return f"upper-case extension {ext}"
+    if actual != {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png"}.get(ext.lower()):
+        return f"{actual} named {ext}"
+    if actual == "png" and head[25] in (4, 6):  # colour type: grey+alpha or RGBA
+        return "png with alpha"
+    if not name.isascii():
+        return "non-ASCII name"
+    return None
+
+
+def odd_files(faces, size: int) -> dict:
+    """Every face through the input pipeline: odd files loaded and skipped, with reasons."""
+    task = get_task("mask")
+    skipped = SkipLog(max_warnings=0)
+    exp = Experiment(task="mask", image_size=size, batch_size=64, cache="none")
+    ds = make_dataset(list(faces["path"]), encode_labels(faces["label"], task), exp, task,
+                      training=False, skip_log=skipped)  # fmt: skip
+    loaded = sum(int(x.shape[0]) for x, _ in ds)
+    kinds = {p: odd_kind(p) for p in faces["path"]}
+    odd = {p for p, kind in kinds.items() if kind}
+    failed = dict(skipped.rows)
+    by_kind: dict[str, int] = {}
+    for path in odd:
+        kind = kinds[path].split(" (")[0]
+        by_kind[kind] = by_kind.get(kind, 0) + 1
+    return {
+        "files": len(faces),
+        "loaded": loaded,
+        "skipped": len(failed),
+        "odd_files": len(odd),
+        "odd_loaded": len(odd - set(failed)),
+        "odd_skipped": len(odd & set(failed)),
+        "odd_kinds": dict(sorted(by_kind.items())),
+        "skip_reasons": {os.path.basename(p): r for p, r in failed.items()},
+    }
+
+
+def run(exp: Experiment) -> dict:
+    """One run without the per-epoch lines; the run card's test accuracy and times."""
+    with contextlib.redirect_stdout(sys.stderr):
+        card = run_experiment(exp, command="benchmarks/masks.py", verbose=0)
+    metrics = card["metrics"]
+    return {
+        "test_accuracy": round(metrics["test"]["accuracy"], 4),
+        "val_accuracy": round(metrics["val"]["accuracy"], 4),
+        "train_accuracy": round(metrics["train"]["accuracy"], 4),
+        "test_n": metrics["test"]["n"],
+        "epochs_run": card["epochs_run"],
+        "best_epoch": card["best_epoch"],
+        "train_s": card["train_time_s"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--masks", default=str(MASKS), help="folder with with_mask/, without_mask/")
+    parser.add_argument("--work", help="folder for manifests, photos and runs (default: temporary)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--only", choices=["mask", "count"], help="run one of the two benchmarks")
+    args = parser.parse_args()
+    if not Path(args.masks).is_dir():
+        print(json.dumps({"skipped": f"{args.masks} not present"}))
+        return
+    with tempfile.TemporaryDirectory(prefix="facelab_masks_") as tmp:
+        work = Path(args.work or tmp)
+        result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "seed": args.seed}
+
+        start = time.perf_counter()
+        faces = label_folders("mask", args.masks)
+        faces["split"] = split_frame(faces, SPLIT_RATIOS, seed=args.seed)
+        faces_csv = write_manifest(faces, work / "faces_split.csv")
+        if args.only != "count":
+            log(f"mask classifier: {len(faces)} faces, split {SPLIT_RATIOS}")
+            exp = Experiment(task="mask", run="bench", manifest=str(faces_csv),
+                             output_dir=str(work), seed=args.seed, **MASK_RUN)  # fmt: skip
+            result["mask"] = run(exp)
+            seconds = time.perf_counter() - start
+            result["mask"]["wall_s"] = round(seconds, 1)
+            result["mask"]["target_met"] = bool(
+                result["mask"]["test_accuracy"] >= MASK_TARGET and seconds <= MASK_SECONDS
+            )
+            result["mask"]["run"] = MASK_RUN
+
+        if args.only != "mask":
+            start = time.perf_counter()
+            log(f"mask counting: composing {PHOTOS} photos of {PHOTO_SIZE} px")
+            groups = compose_groups(faces, work / "groups", PHOTOS, seed=args.seed, size=PHOTO_SIZE)
+            composed = time.perf_counter() - start
+            exp = Experiment(task="mask_count", run="bench", output_dir=str(work), seed=args.seed,
+                             manifest=str(work / "groups" / "manifest.csv"), **COUNT_RUN)  # fmt: skip
+            result["mask_count"] = run(exp)
+            seconds = time.perf_counter() - start
+            result["mask_count"].update(
+                wall_s=round(seconds, 1),
+                compose_s=round(composed, 1),
+                photos=PHOTOS,
+                photo_size=PHOTO_SIZE,
+                test_faces_only_from_test_split=_faces_only_from(groups, faces, "test"),
+                target_met=bool(
+                    result["mask_count"]["test_accuracy"] >= COUNT_TARGET
+                    and seconds <= COUNT_SECONDS
+                ),
+                run=COUNT_RUN,
+            )
+
+        log("odd files through the input pipeline")
+        result["odd_files"] = odd_files(faces, size=MASK_RUN["image_size"])
+    print(json.dumps(result))
+
+
+def _faces_only_from(groups, faces, split: str) -> bool:
+    allowed = set(faces.loc[faces["split"] == split, "path"])
+    used = groups.loc[groups["split"] == split, "faces"].str.split("|").explode()
+    return bool(set(used) <= allowed)
+
+
+if __name__ == "__main__":
+    main()

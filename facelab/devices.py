@@ -1,0 +1,45 @@
+"""Speed switches: a tf.distribute strategy for N devices and a mixed-precision policy."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import keras
+import tensorflow as tf
+
+
+def distribution_strategy(devices: int = 1) -> tf.distribute.Strategy:
+    """The default strategy for 1 device; MirroredStrategy over the first N GPUs (or, with no
+    GPU, N logical CPU devices) otherwise. The batch size is then per replica."""
+    if devices <= 1:
+        return tf.distribute.get_strategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    pool = gpus or tf.config.list_logical_devices("CPU")
+    if len(pool) < devices:
+        kind = "GPU" if gpus else "CPU"
+        raise ValueError(
+            f"--devices {devices} asked for, but only {len(pool)} {kind} device(s) are visible; "
+            "pass a smaller --devices (on CPU, split_cpu(N) before TensorFlow starts makes N)"
+        )
+    return tf.distribute.MirroredStrategy([d.name for d in pool[:devices]])
+
+
+def split_cpu(devices: int) -> None:
+    """Expose the CPU as ``devices`` logical devices (call before TensorFlow runs anything)."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)]
+    )
+
+
+@contextlib.contextmanager
+def precision(mixed: bool) -> Iterator[None]:
+    """Build models under ``mixed_float16`` (float32 outputs stay float32), then restore the policy."""
+    previous = keras.config.dtype_policy()
+    if mixed:
+        keras.config.set_dtype_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
