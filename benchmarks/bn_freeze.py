@@ -172,7 +172,7 @@ def transfer(args, variant: str, weights: Path, manifest: Path) -> dict:
         for layer in correct.layers:
             if layer.name.startswith("head_") or layer.name == "predictions":
                 model.get_layer(layer.name).set_weights(layer.get_weights())
-    model.compile(keras.optimizers.Adam(args.lr), "categorical_crossentropy", ["accuracy"])
+    model.compile(keras.optimizers.Adam(args.lr), "categorical_crossentropy", metrics=["accuracy"])
     start = time.perf_counter()
     history = model.fit(
         splits["train"], validation_data=splits["val"], epochs=args.epochs, verbose=args.verbose

@@ -46,6 +46,12 @@ def main() -> int:
         default=True,
         help="horizontal-flip augmentation (labels swap left/right)",
     )
+    parser.add_argument(
+        "--standardize",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="per-image standardisation at the model input instead of /255",
+    )
     parser.add_argument("--keep", help="keep the run's outputs in this folder (default: discard)")
     args = parser.parse_args()
     if not Path(args.yaleb).is_dir():
@@ -65,7 +71,7 @@ def main() -> int:
             output_dir=out, image_size=args.image_size, batch_size=32, epochs=args.epochs,
             optimizer="adam", lr=1e-3, conv_dropout=0.2, dense_dropout=0.5, reduce_lr=3,
             augment=True, rotation=5.0, shift=0.05, zoom=0.05, brightness=0.3, flip=args.flip,
-            seed=args.seed,
+            seed=args.seed, extra={"standardize": args.standardize},
         )  # fmt: skip
         card = run_experiment(exp, command="benchmarks/yaleb_light.py", verbose=0)
     result = {
@@ -78,7 +84,7 @@ def main() -> int:
         "fromscratch_val_accuracy": round(card["metrics"]["val"]["accuracy"], 4),
         "train_time_s": card["train_time_s"],
         "wall_time_s": round(time.perf_counter() - start, 1),
-        "epochs": args.epochs, "image_size": args.image_size, "seed": args.seed, "flip": args.flip,
+        "epochs": args.epochs, "image_size": args.image_size, "seed": args.seed, "flip": args.flip, "standardize": args.standardize,
         "machine": machine_info(),
     }  # fmt: skip
     print(json.dumps(result))

@@ -354,7 +354,9 @@ def lit_manifest(tmp_path_factory) -> str:
     return str(root / "m.csv")
 
 
-def test_two_phase_run_keeps_batchnorm_statistics_and_logs_one_curve(lit_manifest, tmp_path):
+def test_two_phase_run_keeps_batchnorm_statistics_and_logs_one_curve(
+    lit_manifest, tmp_path, capsys
+):
     pretrained = get_backbone(build_transfer("mobilenetv2", 32))
     for v in pretrained.weights:
         v.assign(v + np.float32(0.01))
@@ -364,7 +366,7 @@ def test_two_phase_run_keeps_batchnorm_statistics_and_logs_one_curve(lit_manifes
             "--run", "ft", "--output-dir", str(tmp_path), "--image-size", "32", "--batch-size", "16",
             "--epochs", "1", "--weights", str(weights), "--fine-tune-layers", "20",
             "--fine-tune-epochs", "1", "--fine-tune-lr", "1e-3"]  # fmt: skip
-    assert main(argv) == 0
+    assert main(argv) == 0, capsys.readouterr().err[-2000:]
     card = json.loads((tmp_path / "models/light_mobilenetv2_ft.json").read_text())
     assert card["epochs_run"] == 2 and card["experiment"]["fine_tune_layers"] == 20
     history = pd.read_csv(tmp_path / "models/light_mobilenetv2_ft_history.csv")

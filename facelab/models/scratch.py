@@ -20,6 +20,16 @@ POOLINGS = ("flatten", "avg", "max")
 DEFAULT_FILTERS = (16, 32, 64, 128, 128)
 
 
+@keras.saving.register_keras_serializable(package="facelab")
+class PerImageStandardization(keras.layers.Layer):
+    """Each image to zero mean and unit variance over its pixels and channels."""
+
+    def call(self, images):
+        mean = keras.ops.mean(images, axis=(1, 2, 3), keepdims=True)
+        std = keras.ops.std(images, axis=(1, 2, 3), keepdims=True)
+        return (images - mean) / keras.ops.maximum(std, 1.0)  # 1 grey level: flat images stay 0
+
+
 def build_fromscratch(
     input_shape: Sequence[int] = (128, 128, 3),
     num_classes: int = 3,
@@ -29,12 +39,15 @@ def build_fromscratch(
     filters: Sequence[int] = DEFAULT_FILTERS,
     multilabel: bool = False,
     pooling: str = "flatten",
+    standardize: bool = False,
 ) -> keras.Model:
     """FromScratch: per block Conv2D 3x3 -> ReLU -> BatchNorm -> MaxPool -> Dropout, then
     Flatten -> Dense(relu) -> Dropout -> Dense(softmax, or sigmoid when ``multilabel``).
 
-    Takes raw 0-255 images (it rescales inside). ``pooling`` "avg"/"max" replaces Flatten with
-    global pooling (fewer parameters on large inputs, but it discards where features are).
+    Takes raw 0-255 images (it rescales inside, or with ``standardize`` brings each image to
+    zero mean and unit variance, so only the pattern of light counts, not its overall level).
+    ``pooling`` "avg"/"max" replaces Flatten with global pooling (fewer parameters on large
+    inputs, but it discards where features are).
     """
     height, width, _ = input_shape
     if not filters:
@@ -50,7 +63,10 @@ def build_fromscratch(
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
-    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    if standardize:
+        x = PerImageStandardization(name="standardize")(inputs)
+    else:
+        x = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     for i, n in enumerate(filters, start=1):
         x = keras.layers.Conv2D(n, 3, padding="same", name=f"block{i}_conv")(x)
         x = keras.layers.ReLU(name=f"block{i}_relu")(x)
@@ -78,7 +94,8 @@ def build_fromscratch(
 def _fromscratch_from_experiment(
     exp: Experiment, num_classes: int, multilabel: bool = False
 ) -> keras.Model:
-    # exp.extra may hold "filters" (one entry per block) and "pooling" (flatten | avg | max).
+    # exp.extra may hold "filters" (one entry per block), "pooling" (flatten | avg | max) and
+    # "standardize" (per-image standardisation instead of /255).
     return build_fromscratch(
         input_shape=(exp.image_size, exp.image_size, 3),
         num_classes=num_classes,
@@ -88,4 +105,5 @@ def _fromscratch_from_experiment(
         filters=tuple(exp.extra.get("filters", DEFAULT_FILTERS)),
         multilabel=multilabel,
         pooling=exp.extra.get("pooling", "flatten"),
+        standardize=bool(exp.extra.get("standardize", False)),
     )

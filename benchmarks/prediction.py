@@ -1,0 +1,145 @@
+"""Streaming prediction: throughput against in-memory predict, and how time and memory scale.
+
+    python benchmarks/prediction.py [--sizes 2000 20000 200000] [--image-size 32] [--batch-size 256]
+
+(a) On 2,000 generated JPEG faces: `predict_to_csv` over the files (decode, resize, predict,
+    append to the CSV) against `model.predict` on the same images already in memory as one
+    array, same FromScratch model and batch size. Target: files >= 0.8x memory.
+(b) `python -m facelab predict` over 2k, 20k and 200k files, each in its own process: wall time,
+    images per second and peak resident memory. Targets: memory grows < 100 MB from the smallest
+    to the largest run, and time grows linearly (images per second within 10%).
+Prints one JSON line with every figure and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from facelab.data.images import read_image, resize_image  # noqa: E402
+from facelab.machine import machine_info  # noqa: E402
+from facelab.models.scratch import build_fromscratch  # noqa: E402
+from facelab.predict import predict_to_csv  # noqa: E402
+from facelab.tasks import get_task  # noqa: E402
+
+# Runs the predict command and prints the peak resident memory of that child process (KB).
+_MEASURE = (
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+    "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+def write_faces(folder: Path, count: int, start: int = 0) -> None:
+    """Small JPEG 'faces' (48x48 lit ellipses on noise), cheap to make in the hundred thousands."""
+    rng = np.random.default_rng(start)
+    folder.mkdir(parents=True, exist_ok=True)
+    base = np.zeros((48, 48, 3), np.uint8)
+    for i in range(start, start + count):
+        image = base.copy()
+        cv2.ellipse(
+            image,
+            (24, 24),
+            (14, 18),
+            0,
+            0,
+            360,
+            tuple(int(v) for v in rng.integers(60, 250, 3)),
+            -1,
+        )
+        image[:, : int(rng.integers(8, 40))] //= 2
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        (folder / f"{i:06d}.jpg").write_bytes(data.tobytes())
+
+
+def throughput(model_path: Path, folder: Path, batch_size: int, size: int) -> dict:
+    import keras
+
+    model = keras.models.load_model(model_path)
+    paths = sorted(str(p) for p in folder.glob("*.jpg"))
+    array = np.stack([resize_image(read_image(p), size) for p in paths]).astype("float32")
+    model.predict(array[:batch_size], verbose=0)  # warm-up: trace both paths once
+    predict_to_csv(
+        model,
+        paths[:batch_size],
+        get_task("light"),
+        folder.parent / "warm.csv",
+        batch_size=batch_size,
+    )
+    rates = {"memory": [], "files": []}
+    for _ in range(3):  # alternate, best of three: the machine is shared
+        start = time.perf_counter()
+        model.predict(array, batch_size=batch_size, verbose=0)
+        rates["memory"].append(len(paths) / (time.perf_counter() - start))
+        start = time.perf_counter()
+        predict_to_csv(
+            model, paths, get_task("light"), folder.parent / "files.csv", batch_size=batch_size
+        )
+        rates["files"].append(len(paths) / (time.perf_counter() - start))
+    memory, files = max(rates["memory"]), max(rates["files"])
+    return {"images": len(paths), "memory_img_per_s": round(memory), "files_img_per_s": round(files),
+            "files_over_memory": round(files / memory, 3)}  # fmt: skip
+
+
+def scaling(model_path: Path, root: Path, sizes: list[int], batch_size: int) -> list[dict]:
+    rows, made = [], 0
+    folder = root / "scale"
+    for count in sorted(sizes):
+        write_faces(folder, count - made, start=made)
+        made = count
+        out = root / f"pred_{count}.csv"
+        command = [sys.executable, "-m", "facelab", "predict", str(model_path), str(folder),
+                   "--out", str(out), "--task", "light", "--batch-size", str(batch_size)]  # fmt: skip
+        start = time.perf_counter()
+        peak_kb = subprocess.run([sys.executable, "-c", _MEASURE, *command], check=True, text=True,
+                                 capture_output=True, cwd=REPO).stdout.strip()  # fmt: skip
+        seconds = time.perf_counter() - start
+        lines = sum(1 for _ in open(out)) - 1
+        rows.append({"images": count, "rows_written": lines, "wall_s": round(seconds, 1),
+                     "img_per_s": round(count / seconds), "peak_rss_mb": round(int(peak_kb) / 1024, 1)})  # fmt: skip
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000, 200000])
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=256)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        model_path = root / "fromscratch.keras"
+        build_fromscratch((args.image_size, args.image_size, 3), 3).save(model_path)
+        write_faces(root / "two_thousand", 2000)
+        side_by_side = throughput(
+            model_path, root / "two_thousand", args.batch_size, args.image_size
+        )
+        runs = scaling(model_path, root, args.sizes, args.batch_size)
+    small, large = runs[0], runs[-1]
+    result = {
+        "benchmark": "prediction", **side_by_side,
+        "scaling": runs,
+        "rss_growth_mb": round(large["peak_rss_mb"] - small["peak_rss_mb"], 1),
+        "rate_ratio_largest_vs_middle": round(large["img_per_s"] / runs[len(runs) // 2]["img_per_s"], 3),
+        "batch_size": args.batch_size, "image_size": args.image_size, "machine": machine_info(),
+    }  # fmt: skip
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

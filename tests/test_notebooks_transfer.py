@@ -1,0 +1,92 @@
+"""The transfer notebooks and compare_models run headless (papermill) and write their outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import papermill
+import pytest
+
+from facelab.data.synthetic import render_celeba
+from facelab.evaluate import RESULTS_COLUMNS
+from tests.conftest import REPO
+
+NOTEBOOKS = REPO / "notebooks"
+# The smallest sides the backbones accept; one epoch, no download (weights=None).
+TRANSFER = [
+    ("orientation", "inceptionv3", "orientation_InceptionV3.ipynb", 75),
+    ("light", "resnet50", "light_ResNet50.ipynb", 32),
+    ("light", "inceptionv3", "light_InceptionV3.ipynb", 75),
+    ("orientation", "resnet50", "orientation_ResNet50.ipynb", 32),
+]
+
+
+@pytest.fixture(scope="module")
+def celeba(tmp_path_factory):
+    """60 synthetic faces: every class in every split for orientation and light."""
+    folder = tmp_path_factory.mktemp("nb") / "celeba-synth"
+    render_celeba(folder, n=60, seed=0, progress=False)
+    return folder
+
+
+def run(notebook: str, out_dir, **parameters) -> dict:
+    """Execute a notebook from the notebooks folder; returns the executed notebook as JSON."""
+    executed = out_dir / f"executed_{notebook}"
+    papermill.execute_notebook(
+        str(NOTEBOOKS / notebook), str(executed), parameters=parameters,
+        kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False,
+    )  # fmt: skip
+    return json.loads(executed.read_text())
+
+
+@pytest.mark.parametrize("task, model, notebook, size", TRANSFER)
+def test_transfer_notebook_trains_and_writes_every_output(task, model, notebook, size, celeba):
+    out = celeba.parent / notebook.removesuffix(".ipynb")
+    # ResNet50 also runs phase 2 (fine-tuning the top 10 layers): one history over both phases.
+    fine_tune = 1 if model == "resnet50" else 0
+    run(notebook, celeba.parent, CELEBA_DIR=str(celeba), OUTPUT_DIR=str(out), RUN="nb",
+        WEIGHTS=None, IMAGE_SIZE=size, BATCH_SIZE=16, EPOCHS=1, OPTIMIZER="adam", LR=1e-3,
+        FINE_TUNE_LAYERS=10 * fine_tune, FINE_TUNE_EPOCHS=fine_tune)  # fmt: skip
+    stem = f"{task}_{model}_nb"
+    for rel in (f"models/{stem}.keras", f"models/{stem}.h5", f"models/{stem}.json",
+                f"plots/{stem}_history.png", f"plots/{stem}_confusion.png",
+                f"plots/{stem}_samples.png", f"predictions/{stem}.csv"):  # fmt: skip
+        assert (out / rel).stat().st_size > 0, rel
+    card = json.loads((out / f"models/{stem}.json").read_text())
+    assert card["experiment"]["weights"] is None and card["epochs_run"] == 1 + fine_tune
+    assert pd.read_csv(out / "models/results.csv")["stem"].tolist() == [stem]
+
+
+def test_compare_models_draws_the_table_and_the_figure(tmp_path):
+    rows = [
+        {
+            "stem": f"{task}_{model}_x",
+            "task": task,
+            "model": model,
+            "run": "x",
+            "test_accuracy": acc,
+            "test_loss": 1 - acc,
+        }  # fmt: skip
+        for task, model, acc in [
+            ("orientation", "inceptionv3", 0.86),
+            ("orientation", "resnet50", 0.87),
+            ("light", "inceptionv3", 0.90),
+            ("light", "resnet50", 0.88),
+            ("light", "fromscratch", 0.95),
+            ("gender", "mobilenetv2", 0.93),
+        ]  # fmt: skip
+    ]
+    (tmp_path / "models").mkdir()
+    pd.DataFrame(rows).reindex(columns=RESULTS_COLUMNS).to_csv(
+        tmp_path / "models/results.csv", index=False
+    )
+    executed = run("compare_models.ipynb", tmp_path, OUTPUT_DIR=str(tmp_path))
+    assert (tmp_path / "plots/compare_models.png").stat().st_size > 0
+    tables = [
+        "".join(o["data"].get("text/plain", ""))
+        for cell in executed["cells"]
+        for o in cell.get("outputs", [])
+        if "data" in o
+    ]
+    assert any("resnet50" in t and "0.87" in t and "gender" not in t for t in tables)
