@@ -47,6 +47,16 @@ def label_and_split(task: str, celeba: Path, root: Path) -> Path:
     return manifest
 
 
+def demo_experiment(task: str, manifest: Path, root: Path, epochs: int = DEMO_EPOCHS) -> Experiment:
+    """The demo's FromScratch run for ``task``: 64 px, Adam, label-swapping flip augmentation."""
+    return Experiment(
+        task=task, model="fromscratch", run="demo", manifest=str(manifest), output_dir=str(root),
+        image_size=64, batch_size=32, epochs=epochs, optimizer="adam", lr=2e-3,
+        conv_dropout=0.2, dense_dropout=0.5, reduce_lr=3,
+        augment=True, rotation=5.0, shift=0.05, zoom=0.05, brightness=0.2,  # flip swaps labels
+    )  # fmt: skip
+
+
 def run_demo(
     out: str | Path = ".", n: int | None = None, epochs: int | None = None
 ) -> pd.DataFrame:
@@ -61,12 +71,7 @@ def run_demo(
     cards = []
     for i, task in enumerate(DEMO_TASKS, start=1):
         print(f"[3/4] training FromScratch for {task} ({i}/{len(DEMO_TASKS)})")
-        exp = Experiment(
-            task=task, model="fromscratch", run="demo", manifest=str(manifests[task]),
-            output_dir=str(root), image_size=64, batch_size=32, epochs=epochs or DEMO_EPOCHS,
-            optimizer="adam", lr=2e-3, conv_dropout=0.2, dense_dropout=0.5, reduce_lr=3,
-            augment=True, rotation=5.0, shift=0.05, zoom=0.05, brightness=0.2,  # flip swaps labels
-        )  # fmt: skip
+        exp = demo_experiment(task, manifests[task], root, epochs or DEMO_EPOCHS)
         cards.append(run_experiment(exp, command="python -m facelab demo"))
     table = pd.DataFrame(
         {
