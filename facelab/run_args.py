@@ -38,6 +38,14 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=defaults.flip)
     parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument(
+        "--mixed-precision", action=argparse.BooleanOptionalAction, default=False,
+        help="mixed_float16 compute with float32 outputs (for GPUs)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--devices", type=int, default=1,
+        help="train on N GPUs (MirroredStrategy); --batch-size is per device",
+    )  # fmt: skip
+    parser.add_argument(
         "--deterministic",
         action="store_true",
         help="deterministic ops: the same seed gives the same weights (slower)",
@@ -72,6 +80,11 @@ def add_predict_args(parser: argparse.ArgumentParser) -> None:
         help="task of the model (default: from the run card beside the model)",
     )
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="average with the mirrored image (left/right swapped where they apply)",
+    )
     parser.add_argument(
         "--resume",
         action="store_true",

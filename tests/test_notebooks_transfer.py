@@ -13,7 +13,8 @@ from facelab.evaluate import RESULTS_COLUMNS
 from tests.conftest import REPO
 
 NOTEBOOKS = REPO / "notebooks"
-# The smallest sides the backbones accept; one epoch, no download (weights=None).
+# The smallest sides the backbones accept; one epoch, no download (weights=None), the base
+# frozen as with ImageNet weights (training it from scratch would only make the test slower).
 TRANSFER = [
     ("orientation", "inceptionv3", "orientation_InceptionV3.ipynb", 75),
     ("light", "resnet50", "light_ResNet50.ipynb", 32),
@@ -47,7 +48,8 @@ def test_transfer_notebook_trains_and_writes_every_output(task, model, notebook,
     fine_tune = 1 if model == "resnet50" else 0
     run(notebook, celeba.parent, CELEBA_DIR=str(celeba), OUTPUT_DIR=str(out), RUN="nb",
         WEIGHTS=None, IMAGE_SIZE=size, BATCH_SIZE=16, EPOCHS=1, OPTIMIZER="adam", LR=1e-3,
-        FINE_TUNE_LAYERS=10 * fine_tune, FINE_TUNE_EPOCHS=fine_tune)  # fmt: skip
+        FINE_TUNE_LAYERS=10 * fine_tune, FINE_TUNE_EPOCHS=fine_tune,
+        EXTRA={"freeze_base": True})  # fmt: skip
     stem = f"{task}_{model}_nb"
     for rel in (f"models/{stem}.keras", f"models/{stem}.h5", f"models/{stem}.json",
                 f"plots/{stem}_history.png", f"plots/{stem}_confusion.png",

@@ -65,3 +65,35 @@ def test_test_time_augmentation_is_mirror_equivariant(tmp_path):
     ((_, tta),) = iter_predictions(model, paths, progress=False, tta=task)
     assert not np.allclose(plain[0][[2, 1, 0]], plain[1], atol=1e-4)  # the model is not symmetric
     assert np.allclose(tta[0][[2, 1, 0]], tta[1], atol=1e-5)  # with TTA: left and right swap
+
+
+def test_predict_command_with_tta_writes_averaged_probabilities(tmp_path, capsys):
+    from facelab.__main__ import main
+
+    image = np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), image)
+    build_fromscratch((32, 32, 3), 3).save(tmp_path / "m.keras")
+    args = ["predict", str(tmp_path / "m.keras"), str(tmp_path / "a.png"), "--task", "light"]
+    assert main([*args, "--out", str(tmp_path / "plain.csv")]) == 0
+    assert main([*args, "--out", str(tmp_path / "tta.csv"), "--tta"]) == 0
+    plain, tta = pd.read_csv(tmp_path / "plain.csv"), pd.read_csv(tmp_path / "tta.csv")
+    assert not np.allclose(plain["p_left"], tta["p_left"], atol=1e-3)
+    assert np.isclose(tta[["p_left", "p_center", "p_right"]].sum(axis=1), 100, atol=0.05).all()
+
+
+def test_every_speed_switch_is_a_train_flag():
+    import argparse
+
+    from facelab.run_args import add_train_args, experiment_from_args
+
+    parser = argparse.ArgumentParser()
+    add_train_args(parser)
+    args = parser.parse_args(["--task", "light", "--manifest", "m.csv", "--mixed-precision",
+                              "--jit-compile", "--devices", "2", "--deterministic"])  # fmt: skip
+    exp = experiment_from_args(args)
+    assert (exp.mixed_precision, exp.jit_compile, exp.devices, exp.deterministic) == (
+        True,
+        True,
+        2,
+        True,
+    )
