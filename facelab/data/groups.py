@@ -53,6 +53,7 @@ def compose_groups(
     faces_per_photo: tuple[int, int] = (2, 5),
     max_rotation: float = 10.0,
     face_scale: tuple[float, float] = (0.75, 1.0),
+    jitter: float = 0.15,
     quality: int = 92,
     skip_log: SkipLog | None = None,
 ) -> pd.DataFrame:
@@ -64,7 +65,7 @@ def compose_groups(
     n_masked, n_unmasked, faces`` (the source faces, ``|``-joined); classes are balanced.
     """
     n_per_split = dict(DEFAULT_PHOTOS if n_per_split is None else n_per_split)
-    lo, hi = _check_arguments(faces, n_per_split, size, faces_per_photo, face_scale)
+    lo, hi = _check_arguments(faces, n_per_split, size, faces_per_photo, face_scale, jitter)
     skip_log = skip_log if skip_log is not None else SkipLog()
     out = _prepare_out_dir(Path(out_dir), faces)
     rows = []
@@ -80,7 +81,7 @@ def compose_groups(
             label = COUNT_CLASSES[label_index]
             chosen = _choose_faces(label, pools, lo, hi, rng)
             photo = compose_photo(
-                [image for _, image in chosen], size, rng, max_rotation, face_scale
+                [image for _, image in chosen], size, rng, max_rotation, face_scale, jitter
             )
             path = out / split / f"{split}_{i:05d}.jpg"
             _write_jpeg(path, photo, quality)
@@ -109,16 +110,18 @@ def compose_photo(
     rng: np.random.Generator,
     max_rotation: float = 10.0,
     face_scale: tuple[float, float] = (0.75, 1.0),
+    jitter: float = 0.15,
     background: str | None = None,
 ) -> np.ndarray:
-    """One ``size`` x ``size`` RGB photo: each face resized, rotated by up to ``max_rotation``
-    degrees and pasted into its own cell of a randomly cut grid on a procedural background."""
+    """One ``size`` x ``size`` RGB photo: each face mirrored at random, its brightness and contrast
+    scaled by up to ``jitter``, resized to ``face_scale`` of its cell, rotated by up to
+    ``max_rotation`` degrees and pasted into its own cell of a randomly cut grid."""
     if not 1 <= len(faces) <= max(_LAYOUTS):
         raise ValueError(f"a photo holds 1 to {max(_LAYOUTS)} faces, got {len(faces)}")
     photo = make_background(size, rng, background).astype(np.float32)
     cells = _grid_cells(len(faces), size, rng)
     for face, cell in zip(faces, cells, strict=False):
-        _paste(photo, face, cell, rng, max_rotation, face_scale)
+        _paste(photo, face, cell, rng, max_rotation, face_scale, jitter)
     return np.clip(photo, 0, 255).round().astype(np.uint8)
 
 
@@ -155,7 +158,9 @@ def make_background(size: int, rng: np.random.Generator, kind: str | None = None
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _check_arguments(faces, n_per_split, size, faces_per_photo, face_scale) -> tuple[int, int]:
+def _check_arguments(
+    faces, n_per_split, size, faces_per_photo, face_scale, jitter
+) -> tuple[int, int]:
     missing = [c for c in ("path", "label", "split") if c not in faces]
     if missing:
         raise ValueError(
@@ -178,6 +183,8 @@ def _check_arguments(faces, n_per_split, size, faces_per_photo, face_scale) -> t
         )
     if not 0 < face_scale[0] <= face_scale[1] <= 1:
         raise ValueError(f"face_scale {face_scale} must satisfy 0 < low <= high <= 1")
+    if not 0 <= jitter < 1:
+        raise ValueError(f"jitter {jitter} must be in [0, 1): a share of brightness and contrast")
     if size < 32:
         raise ValueError(f"size {size} is too small for a group photo; use 32 px or more")
     return lo, hi
@@ -258,8 +265,8 @@ def _grid_cells(n: int, size: int, rng: np.random.Generator) -> list[tuple[int, 
     return [cells[i] for i in rng.choice(len(cells), n, replace=False)]
 
 
-def _paste(photo, face, cell, rng, max_rotation, face_scale) -> None:
-    """Resize, rotate and alpha-blend ``face`` somewhere inside ``cell`` of ``photo`` (in place)."""
+def _paste(photo, face, cell, rng, max_rotation, face_scale, jitter) -> None:
+    """Jitter, resize, rotate and alpha-blend ``face`` somewhere inside ``cell`` of ``photo``."""
     x0, y0, x1, y1 = cell
     pad = max(1, round(0.03 * min(x1 - x0, y1 - y0)))
     room_w, room_h = x1 - x0 - 2 * pad, y1 - y0 - 2 * pad
@@ -280,9 +287,16 @@ def _paste(photo, face, cell, rng, max_rotation, face_scale) -> None:
         )
     else:
         scale_after = scale
+    face = face[:, ::-1] if rng.random() < 0.5 else face  # a mirrored face wears the same mask
+    face = face.astype(np.float32)
+    contrast, brightness = 1 + rng.uniform(-jitter, jitter, 2)
+    mean = face.mean()
+    face = np.clip(((face - mean) * contrast + mean) * brightness, 0, 255)
     matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), angle, scale_after)
     matrix[:, 2] += ((out_w - 1) / 2 - (width - 1) / 2, (out_h - 1) / 2 - (height - 1) / 2)
-    warped = cv2.warpAffine(face.astype(np.float32), matrix, (out_w, out_h), flags=cv2.INTER_LINEAR)
+    warped = cv2.warpAffine(
+        np.ascontiguousarray(face), matrix, (out_w, out_h), flags=cv2.INTER_LINEAR
+    )
     alpha = cv2.warpAffine(
         np.ones((height, width), np.float32), matrix, (out_w, out_h), flags=cv2.INTER_LINEAR
     )[..., None]

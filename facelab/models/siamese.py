@@ -160,7 +160,8 @@ def build_siamese(
     """Koch-style siamese CNN: twin conv towers, L1 distance of their features, Dense(1, sigmoid).
 
     Tower: per block Conv2D(k x k) -> ReLU (BatchNorm before or after it, or none) -> MaxPool (not
-    after the last block) -> Dropout, then Flatten -> Dense(``dense_units``, sigmoid), as Koch et al.
+    after the last block) -> Dropout, then Flatten -> Dropout -> Dense(``dense_units``, sigmoid), as
+    Koch et al.
     ``KOCH_FILTERS``, ``KOCH_KERNELS``, ``KOCH_DENSE``, ``crop=105``, ``batchnorm="none"`` and
     ``padding="valid"`` give the paper's network (38.9M parameters).
     """
@@ -189,9 +190,9 @@ def build_siamese(
         if conv_dropout:
             x = keras.layers.Dropout(conv_dropout, name=f"block{i}_dropout")(x)
     x = keras.layers.Flatten(name="flatten")(x)
+    if dense_dropout:  # before the features: dropped features would differ between the twins
+        x = keras.layers.Dropout(dense_dropout, name="flatten_dropout")(x)
     x = keras.layers.Dense(dense_units, activation="sigmoid", name="features")(x)
-    if dense_dropout:
-        x = keras.layers.Dropout(dense_dropout, name="features_dropout")(x)
     tower = keras.Model(image, x, name="tower")
 
     a = keras.Input(shape=tuple(input_shape), name="image_a")
