@@ -35,7 +35,6 @@ sys.path.insert(0, str(REPO))  # runnable as a plain script from any folder
 
 from facelab.config import Experiment  # noqa: E402
 from facelab.data.groups import compose_groups  # noqa: E402
-from facelab.data.images import IMAGE_EXTENSIONS  # noqa: E402
 from facelab.data.manifest import write_manifest  # noqa: E402
 from facelab.data.pipeline import encode_labels, make_dataset  # noqa: E402
 from facelab.data.skipped import SkipLog  # noqa: E402
@@ -76,12 +75,11 @@ def odd_kind(path: str) -> str | None:
     )
     if actual is None:
         actual = "webp" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else "other"
-    if ext.lower() not in IMAGE_EXTENSIONS:
-        return f"unknown extension {ext!r} ({actual})"
+    expected = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp"}.get(ext.lower())
+    if actual != expected:
+        return f"{actual} named {ext}"
     if ext != ext.lower():
         return f"upper-case extension {ext}"
-    if actual != {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png"}.get(ext.lower()):
-        return f"{actual} named {ext}"
     if actual == "png" and head[25] in (4, 6):  # colour type: grey+alpha or RGBA
         return "png with alpha"
     if not name.isascii():
@@ -102,8 +100,7 @@ def odd_files(faces, size: int) -> dict:
     failed = dict(skipped.rows)
     by_kind: dict[str, int] = {}
     for path in odd:
-        kind = kinds[path].split(" (")[0]
-        by_kind[kind] = by_kind.get(kind, 0) + 1
+        by_kind[kinds[path]] = by_kind.get(kinds[path], 0) + 1
     return {
         "files": len(faces),
         "loaded": loaded,

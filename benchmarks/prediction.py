@@ -35,10 +35,10 @@ from facelab.models.scratch import build_fromscratch  # noqa: E402
 from facelab.predict import predict_to_csv  # noqa: E402
 from facelab.tasks import get_task  # noqa: E402
 
-# Runs the predict command and prints the peak resident memory of that child process (KB).
+# Runs the predict command, passes on its report, and prints the child's peak memory (KB).
 _MEASURE = (
-    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
-    "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+    "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], check=True, "
+    "capture_output=True, text=True); print(r.stdout); "
     "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
 )
 
@@ -104,12 +104,15 @@ def scaling(model_path: Path, root: Path, sizes: list[int], batch_size: int) -> 
         command = [sys.executable, "-m", "facelab", "predict", str(model_path), str(folder),
                    "--out", str(out), "--task", "light", "--batch-size", str(batch_size)]  # fmt: skip
         start = time.perf_counter()
-        peak_kb = subprocess.run([sys.executable, "-c", _MEASURE, *command], check=True, text=True,
-                                 capture_output=True, cwd=REPO).stdout.strip()  # fmt: skip
+        report = subprocess.run([sys.executable, "-c", _MEASURE, *command], check=True, text=True,
+                                capture_output=True, cwd=REPO).stdout.split()  # fmt: skip
         seconds = time.perf_counter() - start
+        peak_kb = report[-1]
+        predict_s = float(report[report.index("images", 2) + 2])  # "predicted N images in X s"
         lines = sum(1 for _ in open(out)) - 1
-        rows.append({"images": count, "rows_written": lines, "wall_s": round(seconds, 1),
-                     "img_per_s": round(count / seconds), "peak_rss_mb": round(int(peak_kb) / 1024, 1)})  # fmt: skip
+        rows.append({"images": count, "rows_written": lines, "process_wall_s": round(seconds, 1),
+                     "predict_s": predict_s, "img_per_s": round(count / predict_s),
+                     "peak_rss_mb": round(int(peak_kb) / 1024, 1)})  # fmt: skip
         print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -146,7 +147,7 @@ def collect_inputs(inputs: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths += [str(p) for p in list_images(path)]
+            paths += list_images(path)
         elif path.suffix.lower() == ".csv":
             frame = read_manifest(path)
             paths += list(frame["path"])
@@ -201,11 +202,14 @@ def predict_command(args) -> int:
         )
     paths, labels = collect_inputs(args.inputs)
     log = SkipLog()
+    start = time.perf_counter()
     out = predict_to_csv(
         model, paths, task, args.out, labels, args.batch_size, args.resume, log, args.tta
     )
+    seconds = time.perf_counter() - start
     skipped = log.write_next_to(out)
     count = sum(1 for _ in open(out, encoding="utf-8")) - 1
+    print(f"predicted {len(paths)} images in {seconds:.1f} s ({len(paths) / seconds:.0f} images/s)")
     print(
         f"wrote {count} predictions to {out}"
         + (f"; skipped {len(log)}: {skipped}" if skipped else "")

@@ -140,6 +140,9 @@ def test_a_split_lacking_one_class_of_faces_is_refused_with_a_hint(faces, tmp_pa
         compose_groups(faces.drop(columns="split"), tmp_path, {"train": 3}, size=SIZE)
     with pytest.raises(ValueError, match="split 'holdout' unknown"):
         compose_groups(faces, tmp_path, {"holdout": 3}, size=SIZE)
+    in_two_splits = pd.concat([faces, faces.iloc[:1].assign(split="test")])
+    with pytest.raises(ValueError, match="listed more than once"):
+        compose_groups(in_two_splits, tmp_path, {"train": 3}, size=SIZE)
 
 
 def test_the_composer_never_writes_into_a_face_folder_or_a_foreign_folder(faces, tmp_path):
@@ -172,3 +175,21 @@ def test_compose_groups_from_the_command_line(faces, tmp_path):
         capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(REPO)},
     )  # fmt: skip
     assert bad.returncode == 2 and "SPLIT=N" in bad.stderr
+
+
+def test_the_mask_count_notebook_runs_headless(faces, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "mask_count_FromScratch.ipynb"),
+        str(tmp_path / "run.ipynb"),
+        parameters=dict(MASKS_DIR=str(Path(faces["path"].iloc[0]).parents[1]),
+                        GROUPS_DIR=str(tmp_path / "groups"), OUTPUT_DIR=str(tmp_path),
+                        PHOTOS={"train": 24, "val": 6, "test": 6}, PHOTO_SIZE=48, IMAGE_SIZE=32,
+                        FILTERS=[8, 16], EPOCHS=1, BATCH_SIZE=8),
+        kernel_name="python3", cwd=str(REPO / "notebooks"), progress_bar=False,
+    )  # fmt: skip
+    stem = "mask_count_fromscratch_notebook"
+    card = pd.read_json(tmp_path / "models" / f"{stem}.json", typ="series")
+    assert card["metrics"]["test"]["n"] == 6
+    assert (tmp_path / "plots" / f"{stem}_confusion.png").is_file()
+    assert (tmp_path / "plots" / "mask_count_composed_samples.png").is_file()

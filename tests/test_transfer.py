@@ -27,8 +27,8 @@ from facelab.models.transfer import (
 from facelab.predict import load_model_file
 from facelab.tasks import get_task
 
-# The smallest sides keras.applications accepts; InceptionResNetV2 is round-tripped in
-# benchmarks/bn_freeze.py --round-trip instead (building and saving it takes ~30 s here).
+# The smallest sides keras.applications accepts. InceptionResNetV2 (780 layers) takes ~30 s to
+# build, save and reload here: benchmarks/transfer_synthetic.py round-trips it instead.
 SIZES = {"inceptionv3": 75, "resnet50": 32, "mobilenetv2": 32, "efficientnetb0": 32}
 PREPROCESS_INPUT = {
     "inceptionv3": keras.applications.inception_v3.preprocess_input,
@@ -253,6 +253,16 @@ def test_a_local_weights_file_initialises_a_frozen_backbone(kind, tmp_path):
     assert isinstance(backbone, InferenceBackbone) and backbone.trainable_weights == []
     for mine, theirs in zip(backbone.weights, source.weights, strict=True):
         np.testing.assert_array_equal(np.array(mine), np.array(theirs))
+
+
+def test_unfrozen_pretrained_base_trains_every_layer_but_batchnorm(tmp_path):
+    path = tmp_path / "pretrained.weights.h5"
+    get_backbone(build_transfer("mobilenetv2", 32)).save_weights(path)
+    backbone = get_backbone(build_transfer("mobilenetv2", 32, weights=path, freeze_base=False))
+    assert isinstance(backbone, InferenceBackbone)
+    for layer in backbone.layers:
+        if layer.weights:
+            assert layer.trainable != isinstance(layer, keras.layers.BatchNormalization), layer.name
 
 
 def test_a_weights_file_of_another_backbone_is_named_with_the_fix(tmp_path):

@@ -22,15 +22,19 @@ def read_folders(
     """
     root = Path(root).resolve()
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such folder; pass the folder that holds one folder per class")
+        raise FileNotFoundError(
+            f"{root}: no such folder; pass the folder that holds one folder per class"
+        )
     skip_log = skip_log if skip_log is not None else SkipLog()
     rows = []
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     for class_dir in class_dirs:
         if task is not None and class_dir.name not in task.classes:
-            skip_log.add(class_dir, f"folder is not a class of task {task.name} {list(task.classes)}")
+            skip_log.add(
+                class_dir, f"folder is not a class of task {task.name} {list(task.classes)}"
+            )
             continue
-        rows += [(str(path), class_dir.name, "") for path in list_images(class_dir)]
+        rows += [(path, class_dir.name, "") for path in list_images(class_dir)]
     if not rows:
         expected = f" ({', '.join(task.classes)})" if task else ""
         raise ValueError(

@@ -100,6 +100,7 @@ def compose_groups(
             )
     manifest = pd.DataFrame(rows)
     write_manifest(manifest, out / MANIFEST_NAME)
+    (out / "manifest_skipped.csv").unlink(missing_ok=True)  # from an earlier composition
     skip_log.write_next_to(out / MANIFEST_NAME)
     return manifest
 
@@ -170,6 +171,13 @@ def _check_arguments(
     unknown = sorted(set(faces["label"]) - {MASKED, UNMASKED})
     if unknown:
         raise ValueError(f"face labels {unknown} are not {MASKED!r} or {UNMASKED!r} (task mask)")
+    twice = faces.loc[faces["path"].duplicated(keep=False), "path"]
+    if len(twice):
+        raise ValueError(
+            f"{twice.iloc[0]} is listed more than once; each face needs exactly one split"
+        )
+    if not sum(n_per_split.values()):
+        raise ValueError(f"no photos asked for ({n_per_split}); give a count per split")
     for split, count in n_per_split.items():
         if split not in SPLITS:
             raise ValueError(f"split {split!r} unknown; photo counts are given per split {SPLITS}")

@@ -38,16 +38,20 @@ def looks_like_image(path: str | os.PathLike) -> bool:
     return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
-def list_images(root: str | os.PathLike) -> list[Path]:
-    """Every image file under ``root`` (recursive, hidden files skipped), sorted for determinism."""
+def list_images(root: str | os.PathLike) -> list[str]:
+    """Absolute paths of every image file under ``root`` (recursive, hidden files and folders
+    skipped), sorted for determinism. Plain strings: a 200,000-image folder stays small."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder; pass a folder that holds images")
-    found = [
-        p
-        for p in root.rglob("*")
-        if p.is_file() and not p.name.startswith(".") and looks_like_image(p)
-    ]
+    found = []
+    for folder, subfolders, files in os.walk(root.resolve()):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        found += [
+            path
+            for name in files
+            if not name.startswith(".") and looks_like_image(path := os.path.join(folder, name))
+        ]
     return sorted(found)
 
 
@@ -90,7 +94,9 @@ def _decode_png(buf: np.ndarray) -> np.ndarray | None:
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as RGB uint8 (H, W, 3); raise ImageReadError naming the file if it cannot."""
     try:
-        data = np.fromfile(path, np.uint8)  # unlike cv2.imread, fine with any characters in the name
+        data = np.fromfile(
+            path, np.uint8
+        )  # unlike cv2.imread, fine with any characters in the name
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None
     except OSError as err:

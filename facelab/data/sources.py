@@ -62,7 +62,7 @@ def label_images(
     root: str | os.PathLike, margin: float | None = None, skip_log: SkipLog | None = None
 ) -> pd.DataFrame:
     """Light labels for any folder of face images (searched recursively)."""
-    paths = [str(p.resolve()) for p in list_images(root)]
+    paths = list_images(root)
     if not paths:
         raise ValueError(f"{root}: no images found (looked for .jpg, .png, .pgm, ... recursively)")
     labelled = labels.label_light(paths, skip_log=skip_log, **_margin(margin))

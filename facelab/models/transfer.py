@@ -186,23 +186,30 @@ def build_transfer(
     """image (raw 0-255) -> preprocessing -> backbone -> head, uncompiled.
 
     ``freeze_base`` (default: True with pretrained weights, False with ``weights=None``) builds
-    phase 1: the base frozen and run in inference mode; otherwise the whole model trains.
+    phase 1: the base frozen and in inference mode. Unfrozen pretrained weights train every
+    layer but BatchNormalization, still in inference mode; unfrozen ``weights=None`` trains
+    everything from scratch.
     """
     spec = backbone_spec(backbone)
+    pretrained = resolve_weights(weights) is not None
     if freeze_base is None:
-        freeze_base = resolve_weights(weights) is not None
-    base = build_backbone(backbone, input_size, weights, inference=freeze_base)
-    if resolve_weights(weights) is None and not freeze_base:
+        freeze_base = pretrained
+    inference = pretrained or freeze_base
+    base = build_backbone(backbone, input_size, weights, inference=inference)
+    inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
+    x = BackbonePreprocessing(spec.preprocessing, name="preprocess")(inputs)
+    x = base(x, training=False) if inference else base(x)
+    outputs = add_head(x, num_classes, head, multilabel)
+    if freeze_base:
+        base.trainable = False
+    elif inference:
+        _unfreeze_top(base, -1)
+    else:
         # From scratch the moving statistics must catch up within a short run; MobileNetV2's
         # 0.999 would still remember the initial ones after hundreds of steps (see scratch.py).
         for layer in base.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = min(layer.momentum, BN_MOMENTUM)
-    inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
-    x = BackbonePreprocessing(spec.preprocessing, name="preprocess")(inputs)
-    x = base(x, training=False) if freeze_base else base(x)
-    outputs = add_head(x, num_classes, head, multilabel)
-    base.trainable = not freeze_base
     return keras.Model(inputs, outputs, name=backbone)
 
 
@@ -233,16 +240,20 @@ def prepare_fine_tuning(model: keras.Model, layers: int) -> None:
     """
     if layers < -1:
         raise ValueError(f"fine_tune_layers must be -1 (all) or >= 0, got {layers}")
-    backbone = get_backbone(model)
-    candidates = [
-        layer for layer in backbone.layers if not isinstance(layer, keras.layers.InputLayer)
-    ]
-    top = len(candidates) if layers == -1 else min(layers, len(candidates))
-    if top == 0:
+    if layers == 0:
         warnings.warn(
             "fine_tune_layers=0: phase 2 trains the head only; pass -1 (all) or a layer count",
             stacklevel=2,
         )
+    _unfreeze_top(get_backbone(model), layers)
+
+
+def _unfreeze_top(backbone: keras.Model, layers: int) -> None:
+    """Make the top ``layers`` layers (-1: all) trainable, except BatchNormalization."""
+    candidates = [
+        layer for layer in backbone.layers if not isinstance(layer, keras.layers.InputLayer)
+    ]
+    top = len(candidates) if layers == -1 else min(layers, len(candidates))
     backbone.trainable = True
     first = len(candidates) - top
     for i, layer in enumerate(candidates):
