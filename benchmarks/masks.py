@@ -53,10 +53,10 @@ MASK_RUN = dict(model="fromscratch", image_size=64, batch_size=32, epochs=50, op
                 shift=0.15, zoom=0.2, brightness=0.2, flip=True, reduce_lr=4)  # fmt: skip
 PHOTOS = {"train": 3000, "val": 300, "test": 300}
 PHOTO_SIZE = 128
-COUNT_RUN = dict(model="fromscratch", image_size=128, batch_size=32, epochs=30, optimizer="adam",
+COUNT_RUN = dict(model="fromscratch", image_size=128, batch_size=32, epochs=20, optimizer="adam",
                  lr=2e-3, conv_dropout=0.1, dense_dropout=0.3, augment=True, rotation=5.0,
-                 brightness=0.2, flip=True, early_stopping=6, reduce_lr=3,
-                 extra={"filters": [32, 64, 128, 128, 256], "pooling": "max"})  # fmt: skip
+                 brightness=0.2, flip=True, early_stopping=5, reduce_lr=3,
+                 extra={"pooling": "max"})  # fmt: skip
 
 
 def log(message: str) -> None:

@@ -11,7 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facelab.data.groups import compose_groups, compose_photo, count_class
+from facelab.data.groups import (
+    BACKGROUNDS,
+    compose_groups,
+    compose_photo,
+    count_class,
+    make_background,
+)
 from facelab.data.manifest import read_manifest
 from facelab.data.skipped import SkipLog
 from facelab.tasks import get_task
@@ -113,6 +119,15 @@ def test_faces_are_pasted_into_separate_non_overlapping_places():
             assert area >= 50, f"seed {seed}: face {colour} missing or covered"
             # Unrotated, each face is a solid rectangle that no other face cuts into.
             assert area / (w * h) > 0.99, f"seed {seed}: face {colour} overlapped"
+
+
+def test_each_background_kind_is_a_varied_rgb_image():
+    for kind in BACKGROUNDS:
+        image = make_background(SIZE, np.random.default_rng(0), kind)
+        assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8
+        assert image.std() > 3, f"{kind} background is flat"
+    with pytest.raises(ValueError, match="choose one of"):
+        make_background(SIZE, np.random.default_rng(0), "beach")
 
 
 def test_an_unreadable_face_is_skipped_with_its_reason(faces, tmp_path):

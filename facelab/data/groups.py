@@ -121,7 +121,7 @@ def compose_photo(
         raise ValueError(f"a photo holds 1 to {max(_LAYOUTS)} faces, got {len(faces)}")
     photo = make_background(size, rng, background).astype(np.float32)
     cells = _grid_cells(len(faces), size, rng)
-    for face, cell in zip(faces, cells, strict=False):
+    for face, cell in zip(faces, cells, strict=True):
         _paste(photo, face, cell, rng, max_rotation, face_scale, jitter)
     return np.clip(photo, 0, 255).round().astype(np.uint8)
 
