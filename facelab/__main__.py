@@ -227,8 +227,16 @@ def _train(args, argv) -> int:
     exp = experiment_from_args(args)
     command = "python -m facelab " + " ".join(shlex.quote(a) for a in argv)
     if exp.task == "verification":
-        from facelab.verification import run_verification
+        from facelab.config import Experiment
+        from facelab.verification import run_verification, verification_experiment
 
+        # Start from the settings tuned for verification; keep only the flags the user changed.
+        defaults = Experiment().to_dict()
+        given = {k: v for k, v in exp.to_dict().items() if v != defaults[k]}
+        given.pop("task")
+        exp = verification_experiment(
+            given.pop("model", "embedding"), given.pop("pairs", ""), **given
+        )
         run_verification(exp, command=command)
     else:
         run_experiment(exp, command=command)
