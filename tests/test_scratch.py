@@ -121,7 +121,9 @@ def test_standardized_input_ignores_the_overall_brightness(tmp_path):
     keras.utils.set_random_seed(0)
     model = build_fromscratch((32, 32, 3), 3, standardize=True)
     image = np.random.default_rng(0).uniform(0, 120, (1, 32, 32, 3)).astype("float32")
-    assert np.allclose(model.predict(image, verbose=0), model.predict(image * 2, verbose=0), atol=1e-4)
+    assert np.allclose(
+        model.predict(image, verbose=0), model.predict(image * 2, verbose=0), atol=1e-4
+    )
     model.save(tmp_path / "m.keras")
     again = keras.models.load_model(tmp_path / "m.keras")
     assert np.allclose(again.predict(image, verbose=0), model.predict(image, verbose=0), atol=1e-6)
