@@ -53,9 +53,9 @@ MASK_RUN = dict(model="fromscratch", image_size=64, batch_size=32, epochs=50, op
                 shift=0.15, zoom=0.2, brightness=0.2, flip=True, reduce_lr=4)  # fmt: skip
 PHOTOS = {"train": 3000, "val": 300, "test": 300}
 PHOTO_SIZE = 128
-COUNT_RUN = dict(model="fromscratch", image_size=128, batch_size=32, epochs=36, optimizer="adam",
+COUNT_RUN = dict(model="fromscratch", image_size=128, batch_size=32, epochs=20, optimizer="adam",
                  lr=2e-3, conv_dropout=0.1, dense_dropout=0.3, augment=True, rotation=5.0,
-                 brightness=0.2, flip=True, early_stopping=6, reduce_lr=3,
+                 brightness=0.2, flip=True, early_stopping=5, reduce_lr=3,
                  extra={"pooling": "max"})  # fmt: skip
 
 
