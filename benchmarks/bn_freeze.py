@@ -195,6 +195,7 @@ def run(args) -> dict:
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         root = Path(args.keep or stack.enter_context(tempfile.TemporaryDirectory()))
+        root.mkdir(parents=True, exist_ok=True)
         data_root = Path(args.data) if args.data else root
         manifests = {
             n: manifest_for(n, root, data_root, args.images) for n in {args.source, args.target}

@@ -104,6 +104,7 @@ def run(args) -> dict:
             if args.keep
             else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         )
+        root.mkdir(parents=True, exist_ok=True)
         data_root = Path(args.data) if args.data else root
         trips = []
         for name in args.round_trip:
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="*", default=["inceptionv3", "resnet50"])
     parser.add_argument("--tasks", nargs="*", default=["orientation", "light"])
     parser.add_argument("--images", type=int, default=3000, help="synthetic faces to render")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--lr", type=float, help="Adam learning rate (default: per model)")
     parser.add_argument("--image-size", dest="sizes", type=_size, nargs="*", default=[],
                         help="per-model input side, e.g. resnet50=48")  # fmt: skip

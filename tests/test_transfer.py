@@ -158,6 +158,14 @@ def test_without_weights_the_whole_network_trains_from_scratch_batchnorm_include
     assert moved, "BatchNormalization did not learn statistics from scratch"
 
 
+def test_resnet50_from_scratch_starts_each_residual_block_as_the_identity():
+    def zero_gamma(model):
+        return sum(not np.any(np.array(bn.gamma)) for bn in batchnorms(get_backbone(model)))
+
+    assert zero_gamma(build_transfer("resnet50", 32)) == 16  # one per residual block
+    assert zero_gamma(build_transfer("resnet50", 32, freeze_base=True)) == 0
+
+
 # --- raw images in, the backbone's own preprocessing inside ----------------------------------
 
 
