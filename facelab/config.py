@@ -7,9 +7,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from facelab.tasks import get_task
+from facelab.tasks import Task, get_task
 
 OPTIMIZERS = ("adabound", "amsbound", "adam", "sgd", "nadam")
+CLASS_WEIGHTS = ("none", "balanced")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -23,6 +24,9 @@ class Experiment:
     manifest: str = ""  # CSV with path,label,split[,group,score]
     pairs: str = ""  # verification: folder with pairsDevTrain.txt, pairsDevTest.txt and lfw/
     output_dir: str = "."  # models/, plots/ and predictions/ are created under it
+
+    attributes: list[str] = field(default_factory=list)  # attributes task: subset (empty: all 40)
+    class_weight: str = "none"  # none | balanced: weigh rare classes (attributes: rare values) up
 
     image_size: int = 128  # square input side in pixels
     batch_size: int = 16
@@ -45,6 +49,8 @@ class Experiment:
     dense_units: int = 128
 
     weights: str | None = None  # None, "imagenet" or a local weights file (transfer models)
+    from_run: str = ""  # start from an earlier run's model: its run name (same task and model)
+    # or a .keras path; e.g. CelebA gender pretraining, then fine-tuning here on Adience
     fine_tune_layers: int = 0  # transfer phase 2: top layers unfrozen (-1: all, 0: no phase 2)
     fine_tune_epochs: int = 0
     fine_tune_lr: float = 1e-5
@@ -66,7 +72,12 @@ class Experiment:
     extra: dict[str, Any] = field(default_factory=dict)  # task- or model-specific knobs
 
     def __post_init__(self) -> None:
-        get_task(self.task)
+        self.attributes = list(self.attributes or [])
+        self.task_spec()  # unknown task or attribute names fail here, before any work
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise ValueError(
+                f"class_weight {self.class_weight!r} unknown; choose one of {CLASS_WEIGHTS}"
+            )
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer {self.optimizer!r} unknown; choose one of {OPTIMIZERS}")
         if self.run and not _RUN_NAME.match(self.run):
@@ -81,6 +92,10 @@ class Experiment:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if self.weights in ("none", "None", ""):
             self.weights = None
+
+    def task_spec(self) -> Task:
+        """The run's task, narrowed to ``attributes`` when a subset is given."""
+        return get_task(self.task, self.attributes or None)
 
     @property
     def stem(self) -> str:

@@ -140,6 +140,31 @@ def prediction_frame(
     return frame
 
 
+def measure_inference(
+    model, batch_sizes: Sequence[int] = (1, 32), repeats: int = 5, seconds: float = 2.0
+) -> dict[str, dict[str, float]]:
+    """Model-only inference speed (images already decoded) at each batch size: images per
+    second and ms per image, the median of ``repeats`` timed calls after one warm-up call."""
+    shape = tuple(int(d) for d in model.input_shape[1:])
+    rng = np.random.default_rng(0)
+    speeds = {}
+    for batch in dict.fromkeys(int(b) for b in batch_sizes):
+        images = rng.uniform(0, 255, (batch, *shape)).astype(np.float32)
+        model.predict_on_batch(images)  # warm-up: builds and traces the predict function
+        times: list[float] = []
+        budget = time.perf_counter() + seconds
+        while len(times) < repeats and (not times or time.perf_counter() < budget):
+            start = time.perf_counter()
+            model.predict_on_batch(images)
+            times.append(time.perf_counter() - start)
+        per_batch = float(np.median(times))
+        speeds[f"batch_{batch}"] = {
+            "images_per_s": round(batch / per_batch, 1),
+            "ms_per_image": round(1000.0 * per_batch / batch, 3),
+        }
+    return speeds
+
+
 def collect_inputs(inputs: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     """Image paths from files, folders (recursive) and manifest CSVs; labels where a manifest has them."""
     paths: list[str] = []
@@ -187,7 +212,9 @@ def task_of_model(model_path: str | os.PathLike, task: str | None) -> Task:
         return get_task(task)
     card = Path(model_path).with_suffix(".json")
     if card.is_file():
-        return get_task(json.loads(card.read_text())["task"])
+        values = json.loads(card.read_text())
+        task = get_task(values["task"])
+        return get_task(task.name, values.get("classes")) if task.multilabel else task
     raise ValueError(f"{model_path}: no run card {card.name} beside it; pass --task")
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 
-from facelab.config import OPTIMIZERS, Experiment
+from facelab.config import CLASS_WEIGHTS, OPTIMIZERS, Experiment
 from facelab.tasks import TASKS
 
 # Experiment fields exposed as --flags (the name with '-' for '_'), beyond the ones below.
@@ -50,6 +51,24 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="deterministic ops: the same seed gives the same weights (slower)",
     )
+    parser.add_argument(
+        "--from-run", default="", metavar="NAME",
+        help="start from an earlier run's best model (its run name, same task and model, or a "
+        ".keras path) instead of a new one; its base is unfrozen for fine-tuning",
+    )  # fmt: skip
+    parser.add_argument(
+        "--attributes", nargs="+", default=[], metavar="NAME",
+        help="attributes task: learn only these attributes (default: all 40)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--class-weight", choices=CLASS_WEIGHTS, default=defaults.class_weight,
+        help="balanced: weigh rare classes (for attributes: rare values) up",
+    )  # fmt: skip
+    parser.add_argument(
+        "--extra", action="append", default=[], metavar="KEY=VALUE", type=_extra_item,
+        help="a model option, VALUE in JSON: head=gender, units=[512,512,512], l2=0.001, "
+        "dropouts=[0.5,0.5,0], filters=[16,32,64], pooling=avg, freeze_base=false (repeatable)",
+    )  # fmt: skip
     for name in _TUNABLE:
         default = getattr(defaults, name)
         parser.add_argument(
@@ -60,10 +79,21 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def _extra_item(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: give KEY=VALUE, e.g. head=gender")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value  # a bare word such as gender or avg
+
+
 def experiment_from_args(args: argparse.Namespace) -> Experiment:
     """The Experiment described by parsed `train` arguments."""
     names = {f.name for f in dataclasses.fields(Experiment)}
     values = {k: v for k, v in vars(args).items() if k in names}
+    values["extra"] = dict(values.get("extra") or [])
     return Experiment(**values)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from facelab.data.celeba_names import ATTRIBUTES
@@ -56,9 +58,25 @@ TASKS: dict[str, Task] = {
 }
 
 
-def get_task(name: str) -> Task:
-    """Look a task up by name; the error lists the tasks there are."""
+def get_task(name: str, classes: Sequence[str] | None = None) -> Task:
+    """Look a task up by name; the error lists the tasks there are. ``classes`` narrows a
+    multi-label task (attributes) to a subset of its labels, in the order given."""
     try:
-        return TASKS[name]
+        task = TASKS[name]
     except KeyError:
         raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}") from None
+    if not classes or tuple(classes) == task.classes:
+        return task
+    if not task.multilabel:
+        raise ValueError(
+            f"task {name!r} has fixed classes {list(task.classes)}; only a multi-label task "
+            "(attributes) can be narrowed to a subset"
+        )
+    unknown = [c for c in classes if c not in task.classes]
+    if unknown:
+        raise ValueError(
+            f"{unknown} are not labels of task {name!r}; choose among {list(task.classes)}"
+        )
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"attributes {list(classes)} name one label twice")
+    return dataclasses.replace(task, classes=tuple(classes))

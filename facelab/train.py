@@ -24,10 +24,11 @@ from facelab.data.skipped import SkipLog
 from facelab.data.split import missing_classes
 from facelab.devices import distribution_strategy, precision
 from facelab.io import atomic_path, atomic_write_csv, atomic_write_text
+from facelab.losses import WeightedBinaryCrossentropy
 from facelab.machine import device, versions
 from facelab.models import build_model
 from facelab.optim import make_optimizer
-from facelab.predict import predict_paths, prediction_frame
+from facelab.predict import measure_inference, predict_paths, prediction_frame
 from facelab.tasks import Task, get_task
 
 
@@ -48,8 +49,10 @@ class RunPaths:
         self.results = self.models / "results.csv"
         self.work = self.models / f".{stem}.work"  # checkpoints and history while a run is going
         self.history = self.models / f"{stem}_history.csv"
+        self.stages = self.models / f"{stem}_stages.csv"  # runs started --from-run
         self.history_plot = self.plots / f"{stem}_history.png"
         self.confusion_plot = self.plots / f"{stem}_confusion.png"
+        self.attributes_plot = self.plots / f"{stem}_attributes.png"  # multi-label tasks
         self.samples_plot = self.plots / f"{stem}_samples.png"
         self.predictions_csv = self.predictions / f"{stem}.csv"
 
@@ -59,13 +62,19 @@ class RunPaths:
 
 
 def load_split_manifest(exp: Experiment, task: Task) -> pd.DataFrame:
-    """The run's manifest, checked: a split column, known labels, every class in the train split."""
+    """The run's manifest, checked: a split column, known labels, every class in the train split.
+
+    For a subset of attributes, each label keeps only the attributes of the subset."""
     if not exp.manifest:
         raise ValueError(
             "no manifest given; pass --manifest CSV (made by label + split_dataset.py)"
         )
-    frame = read_manifest(exp.manifest, task, require_split=True)
+    frame = read_manifest(exp.manifest, get_task(task.name), require_split=True)
     if task.multilabel:
+        keep = set(task.classes)
+        frame["label"] = [
+            "|".join(n for n in str(label).split("|") if n in keep) for label in frame["label"]
+        ]
         return frame
     gaps = missing_classes(frame, task.classes)
     if "train" not in set(frame["split"]):
@@ -80,11 +89,29 @@ def load_split_manifest(exp: Experiment, task: Task) -> pd.DataFrame:
     return frame
 
 
-def compile_model(model: keras.Model, exp: Experiment, task: Task, lr: float | None = None) -> None:
-    """Compile with the Experiment's optimizer and the task's loss."""
+def class_weights(targets: np.ndarray, task: Task) -> np.ndarray:
+    """Balanced weights from the training targets: per class ``n / (k * count)`` (single-label,
+    shape (k,)); per attribute the weights of its negatives and positives (multi-label, (2, k))."""
+    if task.multilabel:
+        positive = np.clip(targets.mean(axis=0), 0.01, 0.99)  # never an infinite weight
+        return np.stack([0.5 / (1.0 - positive), 0.5 / positive]).astype(np.float32)
+    counts = np.maximum(targets.sum(axis=0), 1.0)
+    return (len(targets) / (len(counts) * counts)).astype(np.float32)
+
+
+def compile_model(
+    model: keras.Model,
+    exp: Experiment,
+    task: Task,
+    lr: float | None = None,
+    weights: np.ndarray | None = None,
+) -> None:
+    """Compile with the Experiment's optimizer and the task's loss (multi-label with
+    ``weights`` from :func:`class_weights`: a weighted binary cross-entropy)."""
     optimizer = make_optimizer(exp if lr is None else exp.replace(lr=lr))
     if task.multilabel:
-        loss, metrics = "binary_crossentropy", [keras.metrics.BinaryAccuracy(name="accuracy")]
+        loss = "binary_crossentropy" if weights is None else WeightedBinaryCrossentropy(weights)
+        metrics = [keras.metrics.BinaryAccuracy(name="accuracy")]
     else:
         loss, metrics = "categorical_crossentropy", ["accuracy"]
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=exp.jit_compile)
@@ -102,7 +129,8 @@ def standard_callbacks(
             initial_value_threshold=best_so_far if np.isfinite(best_so_far) else None,
         ),
         keras.callbacks.CSVLogger(paths.work / "history.csv", append=True),
-        keras.callbacks.BackupAndRestore(paths.work / backup),
+        # Two checkpoints: a kill while the backup is being written falls back to the one before.
+        keras.callbacks.BackupAndRestore(paths.work / backup, double_checkpoint=True),
     ]
     if exp.early_stopping:
         callbacks.append(
@@ -157,17 +185,20 @@ def fit(
         )
     strategy = distribution_strategy(exp.devices)
     batched = exp.replace(batch_size=exp.batch_size * strategy.num_replicas_in_sync)
+    train_targets = encode_labels(train["label"], task)
+    weights = class_weights(train_targets, task) if exp.class_weight == "balanced" else None
+    loss_weights = weights if task.multilabel else None
+    fit_weights = None if weights is None or task.multilabel else dict(enumerate(weights.tolist()))
     train_ds = make_dataset(
-        list(train["path"]), encode_labels(train["label"], task), batched, task,
-        training=True, skip_log=log,
+        list(train["path"]), train_targets, batched, task, training=True, skip_log=log,
     )  # fmt: skip
     val_ds = make_dataset(
         list(val["path"]), encode_labels(val["label"], task), batched, task,
         training=False, skip_log=log,
     )  # fmt: skip
     with strategy.scope(), precision(exp.mixed_precision):
-        model = build_model(exp, task)
-        compile_model(model, exp, task)
+        model = load_start_model(exp, task) if exp.from_run else build_model(exp, task)
+        compile_model(model, exp, task, weights=loss_weights)
     if _resuming(paths):
         print(f"resuming {exp.stem} from its last finished epoch")
     phase1_end = paths.work / _PHASE1_WEIGHTS
@@ -179,7 +210,7 @@ def fit(
             warnings.filterwarnings("ignore", message="Your input ran out of data")
             model.fit(
                 train_ds, validation_data=val_ds, initial_epoch=first_epoch, epochs=last_epoch,
-                verbose=verbose, shuffle=False,
+                verbose=verbose, shuffle=False, class_weight=fit_weights,
                 callbacks=standard_callbacks(exp, paths, _best_val_loss(paths), backup),
             )  # fmt: skip
 
@@ -195,7 +226,7 @@ def fit(
         print(f"phase 2: fine-tuning {exp.fine_tune_layers} layers at lr {exp.fine_tune_lr}")
         prepare_fine_tuning(model, exp.fine_tune_layers)
         with strategy.scope():
-            compile_model(model, exp, task, lr=exp.fine_tune_lr)
+            compile_model(model, exp, task, lr=exp.fine_tune_lr, weights=loss_weights)
         run_phase(exp.epochs, exp.epochs + exp.fine_tune_epochs, _BACKUPS[1])
     if (paths.work / "best.keras").exists():
         model = keras.models.load_model(paths.work / "best.keras", compile=False, safe_mode=True)
@@ -204,6 +235,96 @@ def fit(
     if "epoch" in history:  # a kill between the history row and the backup repeats an epoch
         history = history.drop_duplicates("epoch", keep="last").reset_index(drop=True)
     return model, history
+
+
+def from_run_files(exp: Experiment) -> tuple[Path, Path]:
+    """The model file and run card of the earlier run that ``exp.from_run`` names."""
+    if exp.from_run.endswith((".keras", ".h5")):
+        model = Path(exp.from_run)
+    else:
+        model = RunPaths(exp.replace(run=exp.from_run, from_run="")).keras
+    if not model.is_file():
+        raise FileNotFoundError(
+            f"{model}: no model for --from-run {exp.from_run!r}; train that run first "
+            f"(python -m facelab train --task {exp.task} --model {exp.model} --run "
+            f"{exp.from_run} ...) or pass the path of a .keras file"
+        )
+    return model, model.with_suffix(".json")
+
+
+def load_start_model(exp: Experiment, task: Task) -> keras.Model:
+    """The earlier run's best model, checked against this run's input size and classes; a
+    frozen backbone is unfrozen (BatchNormalization stays in inference mode) for fine-tuning."""
+    from facelab.models.transfer import get_backbone, prepare_fine_tuning
+    from facelab.predict import load_model_file
+
+    model_file, _ = from_run_files(exp)
+    model = load_model_file(model_file)
+    size, outputs = int(model.input_shape[1]), int(model.output_shape[-1])
+    if size != exp.image_size:
+        raise ValueError(
+            f"{model_file}: the model takes {size} px images but this run has image_size "
+            f"{exp.image_size}; pass --image-size {size}"
+        )
+    if outputs != task.num_classes:
+        raise ValueError(
+            f"{model_file}: the model has {outputs} outputs but task {task.name!r} has "
+            f"{task.num_classes} classes; start from a run of the same task"
+        )
+    try:
+        backbone = get_backbone(model)
+    except ValueError:  # FromScratch, Hassner CNN: every layer trains already
+        return model
+    if not backbone.trainable:
+        prepare_fine_tuning(model, exp.fine_tune_layers or -1)
+    print(f"starting from {model_file} with its base unfrozen, lr {exp.lr}")
+    return model
+
+
+def stage_table(
+    exp: Experiment, task: Task, model: keras.Model, metrics: dict, log: SkipLog
+) -> pd.DataFrame:
+    """Test accuracy of the earlier run's model and of this run's model on both runs' test
+    splits (e.g. CelebA pretraining vs Adience fine-tuning), one row per stage."""
+    from facelab.predict import load_model_file
+
+    model_file, card_file = from_run_files(exp)
+    earlier = json.loads(card_file.read_text()) if card_file.is_file() else {}
+    earlier_manifest = (earlier.get("experiment") or {}).get("manifest", "")
+    names = {"this": Path(exp.manifest).stem}
+    if earlier_manifest and Path(earlier_manifest).is_file():
+        names["earlier"] = Path(earlier_manifest).stem
+
+    def test_accuracy(stage_model: keras.Model, manifest: str) -> float:
+        frame = load_split_manifest(exp.replace(manifest=manifest), task)
+        test = frame[frame["split"] == "test"]
+        if test.empty:
+            return float("nan")
+        split_metrics, _ = evaluate_splits(stage_model, task, test, exp, log)
+        return float(split_metrics["test"]["accuracy"])
+
+    before = load_model_file(model_file)
+    rows = [{"stage": earlier.get("stem", model_file.stem), "model": str(model_file)},
+            {"stage": exp.stem, "model": str(RunPaths(exp).keras)}]  # fmt: skip
+    rows[0][names["this"]] = test_accuracy(before, exp.manifest)
+    rows[1][names["this"]] = float(metrics.get("test", {}).get("accuracy", float("nan")))
+    if "earlier" in names:
+        past = (earlier.get("metrics") or {}).get("test", {}).get("accuracy", float("nan"))
+        rows[0][names["earlier"]] = float(past)
+        rows[1][names["earlier"]] = test_accuracy(model, earlier_manifest)
+    return pd.DataFrame(rows)
+
+
+def joined_history(exp: Experiment, history: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The earlier run's history followed by this run's (epochs renumbered), and where this
+    run starts; this run's history alone when the earlier one is not there."""
+    _, card_file = from_run_files(exp)
+    earlier = card_file.with_name(card_file.stem + "_history.csv")
+    if not earlier.is_file() or history.empty:
+        return history, 0
+    past = pd.read_csv(earlier)
+    shifted = history.assign(epoch=history["epoch"] + len(past))
+    return pd.concat([past, shifted], ignore_index=True), len(past)
 
 
 def save_model(model: keras.Model, paths: RunPaths) -> None:
@@ -269,6 +390,10 @@ def write_plots(
     if not history.empty:
         plots.plot_history(history, paths.history_plot, exp.stem, phase_starts)
     split = "test" if "test" in metrics else "val"
+    if split in metrics and task.multilabel:
+        plots.plot_attribute_bars(
+            metrics[split]["per_attribute"], paths.attributes_plot, f"{exp.stem} ({split})"
+        )
     if split in metrics and not task.multilabel:
         plots.plot_confusion(
             metrics[split]["confusion_matrix"],
@@ -292,7 +417,7 @@ def write_plots(
 
 def run_experiment(exp: Experiment, command: str = "", verbose: int | str = 2) -> dict:
     """Train, evaluate, predict and plot one run; returns the run card (also written to disk)."""
-    task = get_task(exp.task)
+    task = exp.task_spec()
     keras.utils.set_random_seed(exp.seed)  # Python, NumPy and TensorFlow
     if exp.deterministic:
         import tensorflow as tf
@@ -310,6 +435,7 @@ def run_experiment(exp: Experiment, command: str = "", verbose: int | str = 2) -
     train_seconds = time.perf_counter() - start
     save_model(model, paths)
     metrics, predictions = evaluate_splits(model, task, frame, exp, log)
+    inference = measure_inference(model, (1, exp.batch_size))
     atomic_write_csv(predictions, paths.predictions_csv)
     if not history.empty:
         atomic_write_csv(history, paths.history)
@@ -330,15 +456,24 @@ def run_experiment(exp: Experiment, command: str = "", verbose: int | str = 2) -
         "train_time_s": round(train_seconds, 1),
         "parameters": int(model.count_params()),
         "skipped": len(log),
+        "inference": inference,
         "metrics": metrics,
     }
+    if exp.from_run:
+        stages = stage_table(exp, task, model, metrics, log)
+        atomic_write_csv(stages, paths.stages)
+        card["stages"] = stages.drop(columns="model").to_dict(orient="records")
+        print("test accuracy by stage:\n" + stages.drop(columns="model").to_string(index=False))
     atomic_write_text(json.dumps(card, indent=2, default=_json_default), paths.card)
     append_result(evaluate.results_row(card), paths.results)
     phase_starts = (exp.epochs,) if exp.fine_tune_epochs else ()
+    if exp.from_run:  # one curve from the first epoch of the earlier run
+        history, start = joined_history(exp, history)
+        phase_starts = tuple(s + start for s in (0, *phase_starts) if s + start)
     write_plots(model, exp, task, paths, history, metrics, predictions, phase_starts)
     log.write_next_to(paths.card)
     shutil.rmtree(paths.work, ignore_errors=True)
-    _print_summary(card, paths)
+    _print_summary(card, paths, task)
     return card
 
 
@@ -356,7 +491,7 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _print_summary(card: dict, paths: RunPaths) -> None:
+def _print_summary(card: dict, paths: RunPaths, task: Task) -> None:
     parts = [
         f"{split} acc {m['accuracy']:.4f} loss {m['loss']:.4f}"
         for split, m in card["metrics"].items()
@@ -364,5 +499,6 @@ def _print_summary(card: dict, paths: RunPaths) -> None:
     ]
     print(f"{card['stem']}: " + " | ".join(parts) + f" ({card['wall_time_s']:.0f} s)")
     print(f"  model  {paths.keras}  (+ .h5, run card {paths.card.name})")
-    print(f"  plots  {paths.history_plot}, {paths.confusion_plot.name}, {paths.samples_plot.name}")
+    kind = paths.attributes_plot if task.multilabel else paths.confusion_plot
+    print(f"  plots  {paths.history_plot}, {kind.name}, {paths.samples_plot.name}")
     print(f"  preds  {paths.predictions_csv}")
