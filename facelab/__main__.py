@@ -27,9 +27,17 @@ def _split_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
         "--split",
-        choices=["group", "shuffle"],
+        choices=["group", "shuffle", "official", "folds"],
         default="group",
-        help="group: no group in two splits (default); shuffle: stratified shuffle, groups ignored",
+        help="group: no group in two splits (default); shuffle: stratified shuffle, groups ignored; "
+        "official: CelebA's partition column (0 train, 1 val, 2 test); folds: a fold column, "
+        "with --test-fold K as test and fold K+1 as val (--ratios and --seed are not used)",
+    )
+    parser.add_argument(
+        "--test-fold",
+        type=int,
+        metavar="K",
+        help="with --split folds: the test fold (0-4 for Adience)",
     )
     parser.add_argument(
         "--materialize",
@@ -45,9 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m facelab", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    p = verbs.add_parser("synth", help="render the embedded miniature CelebA")
+    p = verbs.add_parser("synth", help="render the embedded miniature CelebA (or Adience)")
     p.add_argument("--out", required=True, help="folder to write (new, or an earlier synth output)")
-    p.add_argument("--n", type=int, default=3000, help="number of images (default 3000)")
+    p.add_argument(
+        "--adience", action="store_true", help="a miniature Adience (fold files) instead of CelebA"
+    )
+    p.add_argument("--n", type=int, help="number of images (default 3000; 1500 with --adience)")
     p.add_argument("--seed", type=int, default=0)
 
     p = verbs.add_parser("label", help="label a dataset and write a manifest CSV")
@@ -61,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--yaleb", metavar="DIR", help="Extended Yale B: ground truth from file names"
     )
     source.add_argument("--folders", metavar="DIR", help="a folder-per-class tree")
+    source.add_argument(
+        "--adience",
+        metavar="DIR",
+        help="an Adience root (faces/ + fold_frontal_K_data.txt; gender)",
+    )
     p.add_argument("--out", required=True, help="manifest CSV to write")
     p.add_argument("--margin", type=float, help="drop samples this close to a threshold")
     p.add_argument("--plot", help="sample grid PNG (default plots/<task>_labelled_samples.png)")
@@ -123,10 +139,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _synth(args, argv) -> int:
+    if args.adience:
+        from facelab.data.synthetic_adience import render_adience
+
+        n = 1500 if args.n is None else args.n
+        out = render_adience(args.out, n=n, seed=args.seed)
+        print(f"wrote {n} synthetic Adience faces and 5 fold files to {out}")
+        return 0
     from facelab.data.synthetic import render_celeba
 
-    out = render_celeba(args.out, n=args.n, seed=args.seed)
-    print(f"wrote {args.n} synthetic faces to {out}")
+    n = 3000 if args.n is None else args.n
+    out = render_celeba(args.out, n=n, seed=args.seed)
+    print(f"wrote {n} synthetic faces to {out}")
     return 0
 
 
@@ -148,6 +172,10 @@ def _label(args, argv) -> int:
         if args.task != "light":
             raise ValueError("--yaleb gives light-direction labels; use --task light")
         frame = sources.label_yaleb(args.yaleb, log)
+    elif args.adience:
+        if args.task != "gender":
+            raise ValueError("--adience gives gender labels; use --task gender")
+        frame = sources.label_adience(args.adience, log)
     else:
         frame = sources.label_folders(args.task, args.folders, log)
     if frame.empty:
@@ -162,6 +190,13 @@ def _label(args, argv) -> int:
             .reindex(TASKS[args.task].classes, fill_value=0)
             .to_string()
         )
+    if "dropped" in frame.attrs:
+        dropped = frame.attrs["dropped"]
+        detail = ", ".join(f"{k}: {v}" for k, v in dropped.items())
+        print(f"dropped {sum(dropped.values())} rows without a known gender ({detail})")
+    if "fold" in frame:
+        per_fold = frame["fold"].value_counts().sort_index()
+        print("per fold: " + ", ".join(f"{k}: {v}" for k, v in per_fold.items()))
     if skipped:
         print(f"skipped {len(log)} inputs: see {skipped}")
     if not TASKS[args.task].multilabel:
@@ -176,7 +211,7 @@ def _label(args, argv) -> int:
 def _split(args, argv) -> int:
     from facelab.data.manifest import read_manifest, write_manifest
     from facelab.data.materialize import materialize
-    from facelab.data.split import split_frame, split_report
+    from facelab.data.split import split_folds, split_frame, split_official, split_report
 
     source = Path(args.manifest)
     out = Path(args.out) if args.out else source.with_name(f"{source.stem}_split.csv")
@@ -184,11 +219,27 @@ def _split(args, argv) -> int:
         raise FileExistsError(
             f"{out}: --out is the input manifest; pick another file or add --force to replace it"
         )
+    if args.split == "folds" and args.test_fold is None:
+        raise ValueError("--split folds needs --test-fold K (the fold to test on, e.g. 0)")
+    if args.split != "folds" and args.test_fold is not None:
+        raise ValueError(f"--test-fold applies to --split folds only, not --split {args.split}")
     frame = read_manifest(source)
-    by = frame.drop(columns="group") if args.split == "shuffle" else frame
-    frame["split"] = split_frame(by, tuple(args.ratios), seed=args.seed)
+    if args.split in ("group", "shuffle"):
+        by = frame.drop(columns="group") if args.split == "shuffle" else frame
+        frame["split"] = split_frame(by, tuple(args.ratios), seed=args.seed)
+        how = f"seed {args.seed}"
+    else:
+        try:
+            if args.split == "official":
+                frame["split"] = split_official(frame)
+                how = "CelebA official partition"
+            else:
+                frame["split"] = split_folds(frame, args.test_fold)
+                how = f"test fold {args.test_fold}"
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
     write_manifest(frame, out)
-    print(f"wrote {out} ({len(frame)} rows, seed {args.seed})")
+    print(f"wrote {out} ({len(frame)} rows, {how})")
     print(split_report(frame).to_string())
     if args.materialize:
         folder = materialize(frame, args.materialize, args.mode)

@@ -1,4 +1,7 @@
-"""Any supported source -> labelled frame ``path, label, group, score`` (what `label` writes)."""
+"""Any supported source -> labelled frame ``path, label, group, score`` (what `label` writes).
+
+Some sources add a column the official splits need: CelebA's ``partition``, Adience's ``fold``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from facelab.data import celeba, labels
+from facelab.data import adience, celeba, labels
 from facelab.data.celeba_names import LANDMARK_COLUMNS
 from facelab.data.folders import read_folders
 from facelab.data.images import list_images
@@ -22,7 +25,8 @@ def label_celeba(
     task: str, root: str | os.PathLike, margin: float | None = None, skip_log: SkipLog | None = None
 ) -> pd.DataFrame:
     """Label a CelebA folder for ``task``: gender and attributes from `list_attr_celeba.txt`,
-    orientation from the landmarks, light from the pixels."""
+    orientation from the landmarks, light from the pixels; plus ``partition`` when the folder
+    has `list_eval_partition.txt` (0 train, 1 val, 2 test)."""
     get_task(task)
     skip_log = skip_log if skip_log is not None else SkipLog()
     frame = celeba.load_celeba(root, skip_log, landmarks=task == "orientation")
@@ -55,7 +59,22 @@ def label_celeba(
         out = labelled.assign(group=group.reindex(_ids(labelled["path"])).to_numpy())
     else:
         raise ValueError(f"task {task!r} cannot be labelled from CelebA files")
-    return out[COLUMNS].reset_index(drop=True)
+    if "partition" not in frame:
+        return out[COLUMNS].reset_index(drop=True)
+    partition = frame["partition"].set_axis(frame["path"]).astype("Int64")
+    out = out.assign(partition=partition.reindex(out["path"]).set_axis(out.index))
+    return out[[*COLUMNS, "partition"]].reset_index(drop=True)
+
+
+def label_adience(root: str | os.PathLike, skip_log: SkipLog | None = None) -> pd.DataFrame:
+    """Gender labels from the Adience fold files, with the ``fold`` column (user as group).
+
+    ``frame.attrs["dropped"]`` counts the rows dropped for an unknown (``u``) or empty gender.
+    """
+    frame = adience.read_adience(root, skip_log)
+    out = frame.assign(score=np.nan)[[*COLUMNS, "fold"]].reset_index(drop=True)
+    out.attrs["dropped"] = dict(frame.attrs["dropped"])
+    return out
 
 
 def label_images(

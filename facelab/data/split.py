@@ -57,6 +57,59 @@ def split_frame(
     return pd.Series(split, index=frame.index, name="split")
 
 
+def split_official(frame: pd.DataFrame, column: str = "partition") -> pd.Series:
+    """CelebA's official split from its ``partition`` column: 0 train, 1 val, 2 test."""
+    if column not in frame:
+        raise ValueError(
+            f"the manifest has no {column!r} column; re-run `python -m facelab label --celeba DIR` "
+            "on a CelebA folder that holds list_eval_partition.txt, or use --split group"
+        )
+    names = {0: "train", 1: "val", 2: "test"}
+    partition = pd.to_numeric(frame[column], errors="coerce")
+    bad = ~partition.isin(list(names))
+    if bad.any():
+        first = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ValueError(
+            f"row {first + 2} ({frame['path'].iloc[first]}): {column} {frame[column].iloc[first]!r} "
+            f"is not 0, 1 or 2 ({int(bad.sum())} such rows); re-label from list_eval_partition.txt"
+        )
+    return pd.Series(partition.astype(int).map(names).to_numpy(), index=frame.index, name="split")
+
+
+def split_folds(
+    frame: pd.DataFrame, test_fold: int, n_folds: int | None = None, column: str = "fold"
+) -> pd.Series:
+    """Cross-validation split from a ``fold`` column: fold K test, fold (K+1) % n val, rest train.
+
+    ``n_folds`` defaults to the largest fold number + 1 (5 for Adience).
+    """
+    if column not in frame:
+        raise ValueError(
+            f"the manifest has no {column!r} column; label a source with folds "
+            "(`python -m facelab label --task gender --adience DIR`), or use --split group"
+        )
+    fold = pd.to_numeric(frame[column], errors="coerce")
+    whole = fold.notna() & (fold >= 0) & (fold == fold.round())
+    if not whole.all():
+        first = int(np.flatnonzero(~whole.to_numpy())[0])
+        raise ValueError(
+            f"row {first + 2}: {column} {frame[column].iloc[first]!r} is not a fold number (0, 1, ...)"
+        )
+    fold = fold.astype(int)
+    n_folds = int(fold.max()) + 1 if n_folds is None else int(n_folds)
+    if n_folds < 3:
+        raise ValueError(f"need at least 3 folds for train, val and test; found {n_folds}")
+    if int(fold.max()) >= n_folds:
+        raise ValueError(f"fold {int(fold.max())} found, but n_folds is {n_folds}")
+    if not 0 <= test_fold < n_folds:
+        raise ValueError(
+            f"--test-fold {test_fold} is out of range: the manifest has folds 0-{n_folds - 1}"
+        )
+    split = np.where(fold == test_fold, "test", "train")
+    split[(fold == (test_fold + 1) % n_folds).to_numpy()] = "val"
+    return pd.Series(split, index=frame.index, name="split")
+
+
 def _group_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     """Fold per row: StratifiedKFold over the groups, each stratified by its most common label."""
     counts = pd.DataFrame({"group": groups, "label": labels}).value_counts().reset_index()
