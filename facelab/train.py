@@ -25,6 +25,8 @@ from facelab.data.split import missing_classes
 from facelab.devices import distribution_strategy, precision
 from facelab.io import atomic_path, atomic_write_csv, atomic_write_text
 from facelab.losses import WeightedBinaryCrossentropy
+from facelab.lr_finder import LRFinderResult
+from facelab.lr_finder import find_lr as lr_range_test
 from facelab.machine import device, versions
 from facelab.models import build_model
 from facelab.optim import make_optimizer
@@ -235,6 +237,23 @@ def fit(
     if "epoch" in history:  # a kill between the history row and the backup repeats an epoch
         history = history.drop_duplicates("epoch", keep="last").reset_index(drop=True)
     return model, history
+
+
+def find_lr(
+    exp: Experiment, min_lr: float = 1e-7, max_lr: float = 1.0, steps: int = 200
+) -> LRFinderResult:
+    """Learning-rate range test for a run: a fresh model of ``exp`` trained for ``steps``
+    batches of its train split while the lr grows exponentially (see :mod:`facelab.lr_finder`)."""
+    task = exp.task_spec()
+    keras.utils.set_random_seed(exp.seed)
+    frame = load_split_manifest(exp, task)
+    train = frame[frame["split"] == "train"]
+    dataset = make_dataset(
+        list(train["path"]), encode_labels(train["label"], task), exp, task, training=True
+    )
+    model = build_model(exp, task)
+    compile_model(model, exp, task)
+    return lr_range_test(model, dataset, min_lr=min_lr, max_lr=max_lr, steps=steps)
 
 
 def from_run_files(exp: Experiment) -> tuple[Path, Path]:

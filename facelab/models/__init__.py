@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from facelab import optim  # noqa: F401  registers AdaBound for loading compiled models
 from facelab.models import (
+    hassner,  # noqa: F401  registers "hassnercnn"
     scratch,  # noqa: F401  registers "fromscratch"
     siamese,  # noqa: F401  registers "siamese", "embedding"
     transfer,  # noqa: F401  registers "inceptionv3", "resnet50", ...
