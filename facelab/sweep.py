@@ -46,8 +46,8 @@ from facelab.models import build_model
 from facelab.models.heads import HEAD_KEYS, head_from_experiment
 from facelab.models.transfer import BACKBONES
 from facelab.plots import _figure, _note, _save, _style
-from facelab.tasks import Task, get_task
-from facelab.train import compile_model, load_split_manifest
+from facelab.tasks import Task
+from facelab.train import class_weights, compile_model, load_split_manifest, load_start_model
 
 OBJECTIVE = "val_accuracy"
 # The reference gender sweeps (20 epochs each, MobileNetV2, head Dense x3 with FC2 fixed at 512):
@@ -140,10 +140,19 @@ class SweepHyperModel(keras_tuner.HyperModel):
 
     def __init__(self, exp: Experiment, grid: Mapping[str, list], frame: pd.DataFrame):
         super().__init__(name=f"{exp.stem}_sweep")
-        self.exp, self.grid, self.task = exp, dict(grid), get_task(exp.task)
+        self.exp, self.grid, self.task = exp, dict(grid), exp.task_spec()
         self.train = frame[frame["split"] == "train"]
         self.val = frame[frame["split"] == "val"]
         self.skip_log = SkipLog()
+
+    def _weights(self, exp: Experiment) -> tuple[dict | None, np.ndarray | None]:
+        """Balanced class weights for ``fit`` (single-label) or for the loss (multi-label)."""
+        if exp.class_weight != "balanced":
+            return None, None
+        weights = class_weights(encode_labels(self.train["label"], self.task), self.task)
+        if self.task.multilabel:
+            return None, weights
+        return dict(enumerate(weights.tolist())), None
 
     def declare_hyperparameters(self, hp: keras_tuner.HyperParameters) -> None:
         """One ``Choice`` per grid key; values travel as JSON text (tuples and mixed types)."""
@@ -159,13 +168,11 @@ class SweepHyperModel(keras_tuner.HyperModel):
         exp = self.experiment(hp)
         keras.utils.set_random_seed(exp.seed)
         with precision(exp.mixed_precision):
-            if getattr(exp, "from_run", ""):  # fine-tuning sweeps start from an earlier run
-                from facelab.train import load_start_model
-
+            if exp.from_run:  # fine-tuning sweeps start from an earlier run
                 model = load_start_model(exp, self.task)
             else:
                 model = build_model(exp, self.task)
-            compile_model(model, exp, self.task)
+            compile_model(model, exp, self.task, weights=self._weights(exp)[1])
         return model
 
     def fit(
@@ -179,12 +186,7 @@ class SweepHyperModel(keras_tuner.HyperModel):
     ) -> dict[str, float]:
         """Fit at the trial's batch size and epochs; returns the best epoch's validation metrics."""
         exp = self.experiment(hp)
-        weights = None
-        if getattr(exp, "class_weight", "none") == "balanced":
-            from facelab.train import class_weights
-
-            counts = class_weights(encode_labels(self.train["label"], self.task), self.task)
-            weights = dict(enumerate(counts.tolist()))
+        weights = self._weights(exp)[0]
         train_ds, val_ds = (
             make_dataset(list(part["path"]), encode_labels(part["label"], self.task), exp,
                          self.task, training=training, skip_log=self.skip_log)
@@ -265,7 +267,7 @@ def run_sweep(
             f"grid keys {head_keys} set a transfer head, but model {exp.model!r} has none; use "
             f"a transfer model ({', '.join(sorted(BACKBONES))}) or sweep Experiment fields"
         )
-    if head_keys and getattr(exp, "from_run", ""):
+    if head_keys and exp.from_run:
         raise ValueError(
             f"grid keys {head_keys} set the head, but from_run={exp.from_run!r} loads a trained "
             "model whose head is fixed; sweep Experiment fields (lr, batch_size, ...) instead"
@@ -274,7 +276,7 @@ def run_sweep(
         apply_settings(exp, settings)  # every trial's settings are valid before the first fit
     if wandb:
         _import_wandb()  # fails before any work when it is not installed
-    task = get_task(exp.task)
+    task = exp.task_spec()
     frame = load_split_manifest(exp, task)
     _check_trainable(exp, task, frame)
     stem = f"{exp.stem}_{name}"
