@@ -145,3 +145,13 @@ def test_split_dataset_refuses_to_overwrite_its_input_or_a_foreign_folder(images
     assert result.returncode == 2 and "not empty" in result.stderr
     assert (root / "mine" / "notes.txt").read_text() == "keep me"
     assert "Traceback" not in result.stderr
+
+
+def test_a_multi_label_manifest_of_unique_attribute_combinations_still_splits():
+    frame = pd.DataFrame({"path": [f"{i}.jpg" for i in range(300)],
+                          "label": [f"Smiling|Attr{i}" for i in range(300)],
+                          "group": [f"p{i // 3}" for i in range(300)]})  # fmt: skip
+    split = split_frame(frame, seed=0)
+    shares = split.value_counts(normalize=True)
+    assert abs(shares["train"] - 0.7) < 0.05 and abs(shares["test"] - 0.15) < 0.05
+    assert frame.assign(split=split).groupby("group")["split"].nunique().max() == 1

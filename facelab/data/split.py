@@ -41,6 +41,7 @@ def split_frame(
         raise ValueError(
             f"only {n_groups} group(s): need at least {len(shares)} to fill {', '.join(names)}"
         )
+    labels = _strata(labels, n_folds)
     fold = np.empty(len(frame), dtype=np.int64)
     with warnings.catch_warnings():
         # sklearn warns when a class has fewer members than folds; the split is still valid.
@@ -108,6 +109,15 @@ def split_folds(
     split = np.where(fold == test_fold, "test", "train")
     split[(fold == (test_fold + 1) % n_folds).to_numpy()] = "val"
     return pd.Series(split, index=frame.index, name="split")
+
+
+def _strata(labels: np.ndarray, n_folds: int) -> np.ndarray:
+    """The labels to stratify by. When no label has ``n_folds`` samples (a multi-label manifest:
+    nearly every attribute combination is unique) they are pooled and the split is unstratified."""
+    _, counts = np.unique(labels, return_counts=True)
+    if counts.max() >= n_folds:
+        return labels
+    return np.full(len(labels), "", dtype=object)
 
 
 def _group_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
