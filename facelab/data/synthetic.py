@@ -16,7 +16,7 @@ import multiprocessing
 import multiprocessing.pool
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -1334,20 +1334,34 @@ def render_celeba(
     # Render a person's photos together (their texture is cached); results are put back in order.
     order = sorted(range(n), key=lambda i: (owner[i], i))
     jobs = [(i, seed, people[owner[i]], str(out / IMAGE_DIR)) for i in order]
+    rows = render_in_order(_render_one, jobs, order, workers, "rendering faces", progress)
+    _write_annotations(out, rows, partition)
+    return out
+
+
+def render_in_order(
+    render: Callable[[tuple], dict],
+    jobs: list[tuple],
+    order: list[int],
+    workers: int | None = None,
+    desc: str = "rendering faces",
+    progress: bool = True,
+) -> list[dict]:
+    """``render(job)`` for every job, in up to ``workers`` processes (default: up to 2), with a
+    progress bar; job ``k`` renders image ``order[k]`` and the results come back by image."""
     workers = min(2, os.cpu_count() or 1) if workers is None else max(1, int(workers))
-    rows: list[dict | None] = [None] * n
-    with tqdm(total=n, desc="rendering faces", unit="img", disable=not progress) as bar:
-        if workers > 1 and n >= 100:
+    rows: list[dict | None] = [None] * len(jobs)
+    with tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress) as bar:
+        if workers > 1 and len(jobs) >= 100:
             with _pool(workers) as pool:
-                for i, row in zip(order, pool.imap(_render_one, jobs, chunksize=8), strict=True):
+                for i, row in zip(order, pool.imap(render, jobs, chunksize=8), strict=True):
                     rows[i] = row
                     bar.update()
         else:
             for i, job in zip(order, jobs, strict=True):
-                rows[i] = _render_one(job)
+                rows[i] = render(job)
                 bar.update()
-    _write_annotations(out, rows, partition)
-    return out
+    return rows
 
 
 @contextlib.contextmanager

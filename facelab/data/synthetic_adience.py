@@ -220,17 +220,8 @@ def render_adience(
     people, owner = _people(n, seed)
     order = sorted(range(n), key=lambda i: (owner[i], i))  # a person's photos share a texture
     jobs = [(i, seed, people[owner[i]], str(out)) for i in order]
-    workers = min(2, os.cpu_count() or 1) if workers is None else max(1, int(workers))
-    rows: list[dict | None] = [None] * n
-    with tqdm(total=n, desc="rendering Adience faces", unit="img", disable=not progress) as bar:
-        if workers > 1 and n >= 100:
-            with synthetic._pool(workers) as pool:
-                for i, row in zip(order, pool.imap(_render_one, jobs, chunksize=8), strict=True):
-                    rows[i] = row
-                    bar.update()
-        else:
-            for i, job in zip(order, jobs, strict=True):
-                rows[i] = _render_one(job)
-                bar.update()
+    rows = synthetic.render_in_order(
+        _render_one, jobs, order, workers, "rendering Adience faces", progress
+    )
     _write_folds(out, rows, seed)
     return out

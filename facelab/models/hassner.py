@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 from keras import ops
 
+from facelab.models.heads import class_probabilities
 from facelab.models.registry import register_model
 
 if TYPE_CHECKING:
@@ -150,12 +151,7 @@ def build_hassner(
     for i in (1, 2):
         x = keras.layers.Dense(DENSE_UNITS, activation="relu", name=f"fc{i}")(x)
         x = keras.layers.Dropout(dropout, name=f"fc{i}_dropout")(x)
-    outputs = keras.layers.Dense(
-        num_classes,
-        activation="sigmoid" if multilabel else "softmax",
-        dtype="float32",  # keeps probabilities in float32 under mixed precision
-        name="predictions",
-    )(x)
+    outputs = class_probabilities(x, num_classes, multilabel)
     return keras.Model(inputs, outputs, name="hassnercnn")
 
 

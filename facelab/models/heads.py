@@ -119,6 +119,14 @@ def add_head(
         )(x)
         if rate:
             x = keras.layers.Dropout(rate, name=f"head_dropout{i}")(x)
+    return class_probabilities(x, num_classes, multilabel)
+
+
+def class_probabilities(
+    x: keras.KerasTensor, num_classes: int, multilabel: bool = False
+) -> keras.KerasTensor:
+    """The output layer of every classifier: Dense(classes) with softmax (sigmoid when
+    ``multilabel``), named "predictions", float32 even under mixed precision."""
     return keras.layers.Dense(
         num_classes,
         activation="sigmoid" if multilabel else "softmax",

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import keras
 
+from facelab.models.heads import class_probabilities
 from facelab.models.registry import register_model
 
 if TYPE_CHECKING:
@@ -81,12 +82,7 @@ def build_fromscratch(
         x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
     x = keras.layers.Dense(dense_units, activation="relu", name="dense")(x)
     x = keras.layers.Dropout(dense_dropout, name="dense_dropout")(x)
-    outputs = keras.layers.Dense(
-        num_classes,
-        activation="sigmoid" if multilabel else "softmax",
-        dtype="float32",  # keeps probabilities in float32 under mixed precision
-        name="predictions",
-    )(x)
+    outputs = class_probabilities(x, num_classes, multilabel)
     return keras.Model(inputs, outputs, name="fromscratch")
 
 
