@@ -51,7 +51,7 @@ GENDER_RUNS = {
     "fromscratch": dict(image_size=64, batch_size=32, epochs=25, optimizer="adam", lr=1e-3,
                         conv_dropout=0.2, dense_dropout=0.5, augment=True, rotation=8.0,
                         shift=0.08, zoom=0.08, brightness=0.2, flip=True, reduce_lr=3),
-    "mobilenetv2": dict(image_size=64, batch_size=32, epochs=25, optimizer="adam", lr=1e-3,
+    "mobilenetv2": dict(image_size=64, batch_size=32, epochs=15, optimizer="adam", lr=1e-3,
                         augment=True, rotation=8.0, shift=0.08, zoom=0.08, brightness=0.2,
                         flip=True, reduce_lr=3, extra={"head": "gender"}),
 }  # fmt: skip
