@@ -59,7 +59,7 @@ ATTRIBUTE_RUN = dict(model="fromscratch", image_size=64, batch_size=32, epochs=2
                      optimizer="adam", lr=1e-3, conv_dropout=0.1, dense_dropout=0.3,
                      dense_units=256, augment=True, rotation=8.0, shift=0.08, zoom=0.08,
                      brightness=0.2, flip=True, reduce_lr=3)  # fmt: skip
-ORIENTATION_RUN = dict(model="fromscratch", image_size=64, batch_size=32, epochs=30,
+ORIENTATION_RUN = dict(model="fromscratch", image_size=96, batch_size=32, epochs=40,
                        optimizer="adam", lr=1e-3, conv_dropout=0.2, dense_dropout=0.5,
                        augment=True, rotation=5.0, shift=0.05, zoom=0.05, brightness=0.2,
                        flip=True, reduce_lr=3)  # fmt: skip
