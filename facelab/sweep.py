@@ -47,7 +47,7 @@ from facelab.models.heads import HEAD_KEYS, head_from_experiment
 from facelab.models.transfer import BACKBONES
 from facelab.plots import _figure, _note, _save, _style
 from facelab.tasks import Task
-from facelab.train import class_weights, compile_model, load_split_manifest, load_start_model
+from facelab.train import balanced_weights, compile_model, load_split_manifest, load_start_model
 
 OBJECTIVE = "val_accuracy"
 # The reference gender sweeps (20 epochs each, MobileNetV2, head Dense x3 with FC2 fixed at 512):
@@ -147,12 +147,7 @@ class SweepHyperModel(keras_tuner.HyperModel):
 
     def _weights(self, exp: Experiment) -> tuple[dict | None, np.ndarray | None]:
         """Balanced class weights for ``fit`` (single-label) or for the loss (multi-label)."""
-        if exp.class_weight != "balanced":
-            return None, None
-        weights = class_weights(encode_labels(self.train["label"], self.task), self.task)
-        if self.task.multilabel:
-            return None, weights
-        return dict(enumerate(weights.tolist())), None
+        return balanced_weights(exp, self.task, encode_labels(self.train["label"], self.task))
 
     def declare_hyperparameters(self, hp: keras_tuner.HyperParameters) -> None:
         """One ``Choice`` per grid key; values travel as JSON text (tuples and mixed types)."""

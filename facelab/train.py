@@ -101,6 +101,19 @@ def class_weights(targets: np.ndarray, task: Task) -> np.ndarray:
     return (len(targets) / (len(counts) * counts)).astype(np.float32)
 
 
+def balanced_weights(
+    exp: Experiment, task: Task, targets: np.ndarray
+) -> tuple[dict[int, float] | None, np.ndarray | None]:
+    """``exp.class_weight`` as (``fit``'s class_weight, the loss's weights): single-label tasks
+    weigh classes in ``fit``, multi-label ones through the loss; (None, None) when off."""
+    if exp.class_weight != "balanced":
+        return None, None
+    weights = class_weights(targets, task)
+    if task.multilabel:
+        return None, weights
+    return dict(enumerate(weights.tolist())), None
+
+
 def compile_model(
     model: keras.Model,
     exp: Experiment,
@@ -188,9 +201,7 @@ def fit(
     strategy = distribution_strategy(exp.devices)
     batched = exp.replace(batch_size=exp.batch_size * strategy.num_replicas_in_sync)
     train_targets = encode_labels(train["label"], task)
-    weights = class_weights(train_targets, task) if exp.class_weight == "balanced" else None
-    loss_weights = weights if task.multilabel else None
-    fit_weights = None if weights is None or task.multilabel else dict(enumerate(weights.tolist()))
+    fit_weights, loss_weights = balanced_weights(exp, task, train_targets)
     train_ds = make_dataset(
         list(train["path"]), train_targets, batched, task, training=True, skip_log=log,
     )  # fmt: skip
