@@ -33,12 +33,18 @@ def split_cpu(devices: int) -> None:
     )
 
 
+def mixed_policy() -> str:
+    """``mixed_float16`` where a GPU is visible; ``mixed_bfloat16`` on CPU, whose float16 is
+    emulated (slow) while bfloat16 runs natively on CPUs with AVX512-BF16 or AMX."""
+    return "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+
+
 @contextlib.contextmanager
 def precision(mixed: bool) -> Iterator[None]:
-    """Build models under ``mixed_float16`` (float32 outputs stay float32), then restore the policy."""
+    """Build models under ``mixed_policy()`` (float32 outputs stay float32), then restore the policy."""
     previous = keras.config.dtype_policy()
     if mixed:
-        keras.config.set_dtype_policy("mixed_float16")
+        keras.config.set_dtype_policy(mixed_policy())
     try:
         yield
     finally:

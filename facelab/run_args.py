@@ -40,7 +40,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument(
         "--mixed-precision", action=argparse.BooleanOptionalAction, default=False,
-        help="mixed_float16 compute with float32 outputs (for GPUs)",
+        help="16-bit compute with float32 outputs: mixed_float16 on GPU, mixed_bfloat16 on CPU",
     )  # fmt: skip
     parser.add_argument(
         "--devices", type=int, default=1,
