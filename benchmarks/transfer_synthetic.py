@@ -60,8 +60,9 @@ def experiment(task: str, model: str, manifest: Path, root: Path, args) -> Exper
     return Experiment(
         task=task, model=model, run="bench", manifest=str(manifest), output_dir=str(root),
         image_size=args.sizes.get(model, IMAGE_SIZES.get(model, 75)), batch_size=32,
-        epochs=args.epochs or EPOCHS.get(model, 15), optimizer="adam", lr=args.lr or LEARNING_RATES.get(model, 1e-3),
-        dense_dropout=0.3, head_dropout=0.3, reduce_lr=3, weights=None, augment=True, rotation=5.0, shift=0.05, zoom=0.05,
+        epochs=args.epochs or EPOCHS.get(model, 15), optimizer="adam",
+        lr=args.lr or LEARNING_RATES.get(model, 1e-3), dense_dropout=0.3, head_dropout=0.3,
+        reduce_lr=3, weights=None, augment=True, rotation=5.0, shift=0.05, zoom=0.05,
         brightness=0.2, seed=42,
     )  # fmt: skip
 

@@ -66,9 +66,7 @@ class Experiment:
     reduce_lr: int = 0  # ReduceLROnPlateau patience in epochs; 0 = off
     cache: str = "memory"  # "memory", "none" or a folder for an on-disk cache
     jit_compile: bool = False  # XLA-compile the train step
-    mixed_precision: bool = (
-        False  # 16-bit compute, float32 outputs: mixed_float16 on GPU, mixed_bfloat16 on CPU
-    )
+    mixed_precision: bool = False  # 16-bit compute, float32 outputs (devices.mixed_policy)
     devices: int = 1  # replicas for tf.distribute.MirroredStrategy; batch_size is per replica
     deterministic: bool = False  # deterministic TF ops: same seed, same weights (slower)
     extra: dict[str, Any] = field(default_factory=dict)  # task- or model-specific knobs

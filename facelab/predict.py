@@ -37,7 +37,7 @@ def iter_predictions(
     from facelab.data.pipeline import make_predict_dataset
 
     image_size = int(model.input_shape[1])
-    dataset = make_predict_dataset(list(paths), image_size, batch_size, skip_log=skip_log)
+    dataset = make_predict_dataset(paths, image_size, batch_size, skip_log=skip_log)
     with tqdm(
         total=len(paths), unit="img", disable=not progress, desc="predict", mininterval=1
     ) as bar:
