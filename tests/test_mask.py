@@ -162,7 +162,8 @@ def test_mask_is_learned_from_a_folder_tree_labelled_and_split_on_the_command_li
 
 def test_the_inceptionresnetv2_notebook_runs_headless(face_tree, tmp_path):
     # InceptionResNetV2 itself takes minutes to trace on 2 CPU cores: the notebook's MODEL knob
-    # runs the same cells with MobileNetV2 here (transfer models are tested on their own).
+    # runs the same cells with MobileNetV2 here, its base frozen as with ImageNet weights
+    # (transfer models are tested on their own).
     papermill = pytest.importorskip("papermill")
     out = tmp_path / "run.ipynb"
     papermill.execute_notebook(
@@ -171,7 +172,7 @@ def test_the_inceptionresnetv2_notebook_runs_headless(face_tree, tmp_path):
         parameters=dict(MASKS_DIR=str(face_tree), GROUPS_DIR=str(tmp_path / "groups"),
                         OUTPUT_DIR=str(tmp_path), PHOTOS={"train": 24, "val": 6, "test": 6},
                         PHOTO_SIZE=48, MODEL="mobilenetv2", IMAGE_SIZE=32, WEIGHTS=None, EPOCHS=1,
-                        FINE_TUNE_EPOCHS=0, BATCH_SIZE=8),
+                        FINE_TUNE_EPOCHS=0, BATCH_SIZE=8, EXTRA={"freeze_base": True}),
         kernel_name="python3", cwd=str(REPO / "notebooks"), progress_bar=False,
     )  # fmt: skip
     stem = "mask_count_mobilenetv2_notebook"

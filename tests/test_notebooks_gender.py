@@ -20,12 +20,17 @@ def data(tmp_path_factory):
     return root
 
 
+# Without pretrained weights a whole MobileNetV2 trains, and tracing the update of its 300-odd
+# variables is most of a tiny run; the tests freeze the base, as ImageNet weights would, and unfreeze
+# its top layers for fine-tuning.
+
+
 def test_the_mobilenetv2_notebook_pretrains_on_celeba_and_fine_tunes_on_adience(data):
     out = data / "mobilenet"
     run("gender_MobileNetV2.ipynb", data, CELEBA_DIR=str(data / "celeba-synth"),
         ADIENCE_DIR=str(data / "adience-synth"), OUTPUT_DIR=str(out), RUN="nb", WEIGHTS=None,
         IMAGE_SIZE=32, BATCH_SIZE=16, EPOCHS=1, FINE_TUNE_EPOCHS=1, LR_FINDER_STEPS=8,
-        TEST_FOLD=1)  # fmt: skip
+        TEST_FOLD=1, EXTRA={"head": "gender", "freeze_base": True}, FINE_TUNE_LAYERS=10)  # fmt: skip
     stages = pd.read_csv(out / "models/gender_mobilenetv2_nb_adience_stages.csv")
     assert list(stages["stage"]) == ["gender_mobilenetv2_nb", "gender_mobilenetv2_nb_adience"]
     assert {"gender_celeba_nb", "gender_adience_nb"} <= set(stages.columns)
@@ -52,7 +57,8 @@ def test_the_hassner_notebook_trains_on_adience_folds(data):
 def test_the_attributes_notebook_trains_all_40_attributes(data):
     out = data / "attributes"
     run("attributes_MobileNetV2.ipynb", data, CELEBA_DIR=str(data / "celeba-synth"),
-        OUTPUT_DIR=str(out), RUN="nb", WEIGHTS=None, IMAGE_SIZE=32, BATCH_SIZE=16, EPOCHS=1)  # fmt: skip
+        OUTPUT_DIR=str(out), RUN="nb", WEIGHTS=None, IMAGE_SIZE=32, BATCH_SIZE=16, EPOCHS=1,
+        EXTRA={"freeze_base": True})  # fmt: skip
     card = json.loads((out / "models/attributes_mobilenetv2_nb.json").read_text())
     assert len(card["metrics"]["test"]["per_attribute"]) == 40
     preds = pd.read_csv(out / "predictions/attributes_mobilenetv2_nb.csv")
