@@ -12,6 +12,7 @@ import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 
+import cv2
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -38,6 +39,7 @@ _STYLE = {
     "axes.grid": False,
 }
 _MAX_SAMPLES = 9  # plot_samples: a 3x3 grid
+_MAX_SHOWN_SIDE = 512  # a panel is a few hundred pixels: larger images are shrunk before drawing
 _SAMPLES_PER_CLASS = 6  # plot_labelled_samples: columns
 # Keras names the accuracy column after the metric; the first one present is plotted.
 _ACCURACY_COLUMNS = ("accuracy", "binary_accuracy", "categorical_accuracy", "acc")
@@ -397,6 +399,10 @@ def _show_image(ax: Axes, image: np.ndarray) -> None:
         if array.size and np.nanmax(array) <= 1.0:
             array = array * 255.0
         array = np.clip(np.rint(np.nan_to_num(array)), 0, 255).astype(np.uint8)
+    scale = _MAX_SHOWN_SIDE / max(array.shape[:2])
+    if scale < 1:  # drawing a 10,000 px photo into a small panel takes matplotlib seconds
+        size = (max(1, round(array.shape[1] * scale)), max(1, round(array.shape[0] * scale)))
+        array = cv2.resize(array, size, interpolation=cv2.INTER_AREA)
     if array.ndim == 2:
         ax.imshow(array, cmap="gray", vmin=0, vmax=255)
     else:

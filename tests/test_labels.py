@@ -325,3 +325,13 @@ def test_labels_module_does_not_import_tensorflow():
     code = "import sys, facelab.data.labels; sys.exit('tensorflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60)
     assert done.returncode == 0
+
+
+def test_a_huge_photo_gets_the_light_features_of_its_shrunken_copy():
+    x = np.linspace(1.0, 0.3, 1500)  # lit from the image's left
+    big = np.clip(np.outer(np.ones(1800), x) * 200, 0, 255).astype(np.uint8)
+    big = np.dstack([big] * 3)
+    small = cv2.resize(big, (375, 450), interpolation=cv2.INTER_AREA)
+    features, expected = light_features(big), light_features(small)
+    assert features["centroid"] > LIGHT_THRESHOLD + LIGHT_MARGIN
+    assert features == pytest.approx(expected, rel=0.02, abs=0.005)

@@ -174,3 +174,10 @@ def test_figures_stay_out_of_pyplot(tmp_path, history):
     before = plt.get_fignums()
     plots.plot_history(history, tmp_path / "h.png", "t")
     assert plt.get_fignums() == before
+
+
+def test_a_huge_image_is_shrunk_before_it_is_drawn(tmp_path):
+    images = np.full((2, 3000, 2000, 3), 200, np.uint8)
+    figure = plots.plot_samples(images, ["a", "b"], ["a", "a"], [0.9, 0.6], tmp_path / "s.png", "t")
+    shown = [im.get_array().shape for ax in figure.axes for im in ax.get_images()]
+    assert shown and all(max(shape[:2]) <= 512 for shape in shown)
