@@ -105,7 +105,7 @@ def test_prediction_killed_mid_way_resumes_without_redoing_rows(manifest, tmp_pa
     out = tmp_path / "all.csv"
     partial = tmp_path / "all.csv.partial"
     command = [sys.executable, "-m", "facelab", "predict", str(model), folder, "--out", str(out),
-               "--batch-size", "4"]  # fmt: skip
+               "--batch-size", "4", "--task", "light"]  # fmt: skip
     process = subprocess.Popen(command, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
     wait_for(lambda: history_rows(partial) >= 40, process)
