@@ -30,3 +30,14 @@ def chdir_tmp(tmp_path, monkeypatch) -> Path:
     """Run the test inside an empty folder (outputs land in tmp_path/models, plots, ...)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+# The files that take longest start first, so that no worker is left with one of them at the end
+# while the other idles (pytest-xdist hands out files in collection order).
+_LONGEST_FIRST = ("test_notebooks_transfer.py", "test_notebooks_gender.py", "test_speed_switches.py",
+                  "test_resume.py", "test_mask.py", "test_io.py", "test_train.py")  # fmt: skip
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))

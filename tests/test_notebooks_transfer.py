@@ -53,8 +53,8 @@ def transfer_runs(celeba) -> dict:
     def one(entry):
         task, model, notebook, size = entry
         out = celeba.parent / notebook.removesuffix(".ipynb")
-        # ResNet50 also runs phase 2 (the top 10 layers): one history over both phases.
-        fine_tune = 1 if model == "resnet50" else 0
+        # One notebook also runs phase 2 (the top 10 layers): one history over both phases.
+        fine_tune = 1 if notebook == "orientation_ResNet50.ipynb" else 0
         try:
             run(notebook, celeba.parent, CELEBA_DIR=str(celeba), OUTPUT_DIR=str(out), RUN="nb",
                 MODEL=model,
@@ -84,7 +84,11 @@ def test_transfer_notebook_trains_and_writes_every_output(
     card = json.loads((out / f"models/{stem}.json").read_text())
     fine_tune = card["experiment"]["fine_tune_epochs"]
     assert card["experiment"]["weights"] is None and card["experiment"]["image_size"] == size
-    assert card["epochs_run"] == 1 + fine_tune == (2 if model == "resnet50" else 1)
+    assert (
+        card["epochs_run"]
+        == 1 + fine_tune
+        == (2 if notebook == "orientation_ResNet50.ipynb" else 1)
+    )
     assert pd.read_csv(out / "models/results.csv")["stem"].tolist() == [stem]
 
 
