@@ -34,6 +34,8 @@ def iter_predictions(
     With ``tta`` (the model's task), each image is also predicted mirrored and the two averaged,
     the mirrored prediction's left and right swapped where the task says so.
     """
+    import tensorflow as tf
+
     from facelab.data.pipeline import make_predict_dataset
 
     image_size = int(model.input_shape[1])
@@ -44,7 +46,7 @@ def iter_predictions(
         for images, names, ok in dataset:
             ok = ok.numpy().astype(bool)
             if ok.any():
-                batch = images.numpy()[ok]
+                batch = images if ok.all() else tf.boolean_mask(images, ok)  # no copy when all read
                 probs = np.asarray(model.predict_on_batch(batch), np.float64)
                 if tta is not None:
                     mirrored = np.asarray(model.predict_on_batch(batch[:, :, ::-1]), np.float64)
