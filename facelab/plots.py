@@ -12,7 +12,6 @@ import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 
-import cv2
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -21,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from facelab.data.images import shrink_image
 from facelab.io import atomic_path
 
 DPI = 100
@@ -399,10 +399,7 @@ def _show_image(ax: Axes, image: np.ndarray) -> None:
         if array.size and np.nanmax(array) <= 1.0:
             array = array * 255.0
         array = np.clip(np.rint(np.nan_to_num(array)), 0, 255).astype(np.uint8)
-    scale = _MAX_SHOWN_SIDE / max(array.shape[:2])
-    if scale < 1:  # drawing a 10,000 px photo into a small panel takes matplotlib seconds
-        size = (max(1, round(array.shape[1] * scale)), max(1, round(array.shape[0] * scale)))
-        array = cv2.resize(array, size, interpolation=cv2.INTER_AREA)
+    array = shrink_image(array, _MAX_SHOWN_SIDE)  # matplotlib takes seconds over a 10,000 px photo
     if array.ndim == 2:
         ax.imshow(array, cmap="gray", vmin=0, vmax=255)
     else:

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from facelab.data.images import ImageReadError, read_image
+from facelab.data.images import ImageReadError, read_image, shrink_image
 from facelab.data.manifest import SPLITS, write_manifest
 from facelab.data.skipped import SkipLog
 
@@ -229,10 +229,7 @@ def _load_pools(
         except ImageReadError as err:
             skip_log.add(path, err.reason)
             continue
-        scale = size / max(image.shape[:2])
-        if scale < 1:
-            shape = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-            image = cv2.resize(image, shape, interpolation=cv2.INTER_AREA)
+        image = shrink_image(image, size)
         masked = label == MASKED
         pools[masked].append(((str(path), masked), image))
     for masked, pool in pools.items():

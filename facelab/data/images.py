@@ -104,6 +104,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return decode_image(data, path)
 
 
+def shrink_image(image: np.ndarray, max_side: int) -> np.ndarray:
+    """``image`` with its longer side at most ``max_side`` px (area averaging); smaller as it is."""
+    scale = max_side / max(image.shape[:2])
+    if scale >= 1:
+        return image
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
 def resize_image(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """Resize to ``size`` (square side, or (height, width)) with area interpolation when shrinking."""
     height, width = (size, size) if isinstance(size, int) else size

@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold
 
 from facelab.data.celeba_names import ALIGNED_SIZE, LANDMARK_COLUMNS
-from facelab.data.images import ImageReadError, read_image
+from facelab.data.images import ImageReadError, read_image, shrink_image
 from facelab.data.skipped import SkipLog
 
 # ----------------------------------------------------------------------------- orientation
@@ -206,16 +205,6 @@ def _value_channel(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32)
 
 
-def _shrink(image: np.ndarray, max_side: int) -> np.ndarray:
-    """``image`` with its longer side at most ``max_side`` px (area averaging), else as it is."""
-    image = np.asarray(image)
-    scale = max_side / max(image.shape[:2])
-    if scale >= 1 or image.ndim not in (2, 3):
-        return image
-    size = (max(2, round(image.shape[1] * scale)), max(2, round(image.shape[0] * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-
-
 def _crop(v: np.ndarray, box: Box | None) -> np.ndarray:
     box = default_face_box(v.shape) if box is None else box
     height, width = v.shape
@@ -247,7 +236,7 @@ def light_features(
     (99th percentile V), ``brightness`` and the centroid of each horizontal third of the face
     (``centroid_top``, ...). ``box``: (x0, y0, x1, y1) as fractions of the image.
     """
-    face = _crop(_value_channel(_shrink(image, LIGHT_MAX_SIDE)), box)
+    face = _crop(_value_channel(shrink_image(np.asarray(image), LIGHT_MAX_SIDE)), box)
     width = face.shape[1]
     half = width // 2
     left, right = face[:, :half], face[:, width - half :]
