@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import keras
@@ -53,6 +54,8 @@ def test_fine_tuning_from_an_earlier_run_reports_both_test_sets_and_joins_the_cu
     assert stages.loc[1, "m"] == pytest.approx(card["metrics"]["test"]["accuracy"])
     assert card["stages"][0]["stage"] == first["stem"]
     assert card["experiment"]["from_run"] == "pre"
+    earlier = json.loads((tmp_path / "models/light_fromscratch_pre.json").read_text())
+    assert earlier["experiment"]["from_run"] == ""
 
     history = pd.read_csv(tmp_path / "models/light_fromscratch_ft_history.csv")
     joined, start = joined_history(exp, history)
