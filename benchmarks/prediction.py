@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from facelab.data.images import read_image, resize_image  # noqa: E402
+from facelab.data.images import read_image  # noqa: E402
 from facelab.machine import machine_info  # noqa: E402
 from facelab.models.scratch import build_fromscratch  # noqa: E402
 from facelab.predict import predict_to_csv  # noqa: E402
@@ -72,7 +72,7 @@ def throughput(model_path: Path, folder: Path, batch_size: int, size: int) -> di
 
     model = keras.models.load_model(model_path)
     paths = sorted(str(p) for p in folder.glob("*.jpg"))
-    array = np.stack([resize_image(read_image(p), size) for p in paths]).astype("float32")
+    array = np.stack([read_image(p, size) for p in paths]).astype("float32")
     model.predict(array[:batch_size], verbose=0)  # warm-up: trace both paths once
     predict_to_csv(
         model,

@@ -418,7 +418,7 @@ def write_plots(
     phase_starts: tuple[int, ...] = (),
 ) -> None:
     """History curves, confusion matrix and a 3x3 sample grid of the test (or validation) split."""
-    from facelab.data.images import read_image, resize_image
+    from facelab.data.images import read_image
 
     if not history.empty:
         plots.plot_history(history, paths.history_plot, exp.stem, phase_starts)
@@ -437,7 +437,7 @@ def write_plots(
     sample = predictions[predictions["split"] == split]
     sample = sample.sample(min(9, len(sample)), random_state=exp.seed) if len(sample) else sample
     if len(sample):
-        images = np.stack([resize_image(read_image(p), exp.image_size) for p in sample["path"]])
+        images = np.stack([read_image(p, exp.image_size) for p in sample["path"]])
         plots.plot_samples(
             images,
             list(sample["label"]),

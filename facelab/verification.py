@@ -35,7 +35,7 @@ from sklearn.metrics import (
 
 from facelab import evaluate, plots
 from facelab.config import Experiment
-from facelab.data.images import read_image, resize_image
+from facelab.data.images import read_image
 from facelab.data.lfw import read_lfw_pairs
 from facelab.data.pairs import ImageBank, make_pair_dataset, verification_splits
 from facelab.data.skipped import SkipLog
@@ -522,7 +522,7 @@ def plot_hardest_pairs(
                 axes[k // per_row, 2 * (k % per_row) + 1],
             )
             for ax, image_path in ((left, pair.path_a), (right, pair.path_b)):
-                _show_image(ax, resize_image(read_image(image_path), image_size))
+                _show_image(ax, read_image(image_path, image_size))
             decided = "same" if pair.score >= threshold else "different"
             truth = "same" if pair.same else "different"
             colour = RIGHT_COLOUR if decided == truth else WRONG_COLOUR

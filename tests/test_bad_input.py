@@ -112,6 +112,17 @@ def test_exif_rotation_is_applied_before_labelling(odd):
     assert rotated[-5:].mean() > rotated[:5].mean() + 40  # the bright side moved to the right
 
 
+def test_reading_at_a_size_is_reading_then_resizing_for_every_kind_of_image(odd):
+    from facelab.data.images import read_image, resize_image
+
+    folder, expected = odd
+    for name in [n for n, reason in expected.items() if reason is None and n != "huge.jpg"]:
+        for size in (24, 96):  # shrinking and enlarging
+            direct = read_image(folder / name, size)
+            assert direct.shape == (size, size, 3) and direct.dtype == np.uint8, name
+            assert np.array_equal(direct, resize_image(read_image(folder / name), size)), name
+
+
 def make_model(path: Path, size: int = 32) -> Path:
     model = build_fromscratch((size, size, 3), 3)
     model.save(path)

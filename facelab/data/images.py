@@ -55,22 +55,24 @@ def list_images(root: str | os.PathLike) -> list[str]:
     return sorted(found)
 
 
-def decode_image(data: bytes | np.ndarray, path: str | os.PathLike = "<bytes>") -> np.ndarray:
-    """Decode encoded image bytes to RGB uint8 (H, W, 3): grey, 16-bit, alpha, CMYK and EXIF handled."""
+def decode_image(
+    data: bytes | np.ndarray, path: str | os.PathLike = "<bytes>", size: int | None = None
+) -> np.ndarray:
+    """Decode encoded image bytes to RGB uint8 (H, W, 3), resized to ``size`` (``resize_image``)
+    when given: grey, 16-bit, alpha, CMYK and EXIF handled."""
     buf = np.frombuffer(data, np.uint8) if isinstance(data, bytes | bytearray) else data
     if buf.size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
-    if bytes(buf[:4]) == b"\x89PNG":
-        image = _decode_png(buf)
-    else:
-        # IMREAD_COLOR applies the EXIF orientation and converts grey, CMYK and 16-bit to BGR8.
-        image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-        image = None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    png = buf[:4].tobytes() == b"\x89PNG"
+    # IMREAD_COLOR applies the EXIF orientation and converts grey, CMYK and 16-bit to BGR8.
+    image = _decode_png(buf) if png else cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if image is None:
         raise ImageReadError(path, "not a readable image (corrupt, truncated or another file type)")
     if min(image.shape[:2]) < 2:
         raise ImageReadError(path, f"image too small ({image.shape[1]}x{image.shape[0]} pixels)")
-    return image
+    if size is not None:
+        image = resize_image(image, size)  # before the BGR -> RGB swap: less to swap
+    return image if png else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def _decode_png(buf: np.ndarray) -> np.ndarray | None:
@@ -91,17 +93,17 @@ def _decode_png(buf: np.ndarray) -> np.ndarray | None:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3); raise ImageReadError naming the file if it cannot."""
+def read_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3), resized to ``size`` when given; raise
+    ImageReadError naming the file if it cannot."""
     try:
-        data = np.fromfile(
-            path, np.uint8
-        )  # unlike cv2.imread, fine with any characters in the name
+        with open(path, "rb") as file:  # unlike cv2.imread, fine with any characters in the name
+            data = file.read()
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None
     except OSError as err:
         raise ImageReadError(path, f"cannot open ({err.strerror})") from None
-    return decode_image(data, path)
+    return decode_image(data, path, size)
 
 
 def shrink_image(image: np.ndarray, max_side: int) -> np.ndarray:

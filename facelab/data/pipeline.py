@@ -275,7 +275,7 @@ def _read_resized(paths: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray,
     reasons = np.full(len(paths), b"", object)
     for i, path in enumerate(paths):
         try:
-            images[i] = resize_image(read_image(os.fsdecode(path)), size)
+            images[i] = read_image(os.fsdecode(path), size)
             ok[i] = True
         except ImageReadError as err:
             reasons[i] = err.reason.encode()
