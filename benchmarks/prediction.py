@@ -82,7 +82,8 @@ def throughput(model_path: Path, folder: Path, batch_size: int, size: int) -> di
         batch_size=batch_size,
     )
     rates = {"memory": [], "files": []}
-    for _ in range(7):  # alternate, best of seven (each pass is about a second): the machine is shared
+    # Alternate, best of seven (each pass takes about a second): the machine is shared.
+    for _ in range(7):
         start = time.perf_counter()
         model.predict(array, batch_size=batch_size, verbose=0)
         rates["memory"].append(len(paths) / (time.perf_counter() - start))
