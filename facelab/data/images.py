@@ -63,8 +63,8 @@ def decode_image(
     buf = np.frombuffer(data, np.uint8) if isinstance(data, bytes | bytearray) else data
     if buf.size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
-    png = buf[:4].tobytes() == b"\x89PNG"
     # IMREAD_COLOR applies the EXIF orientation and converts grey, CMYK and 16-bit to BGR8.
+    png = buf[:4].tobytes() == b"\x89PNG"
     image = _decode_png(buf) if png else cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if image is None:
         raise ImageReadError(path, "not a readable image (corrupt, truncated or another file type)")
@@ -72,10 +72,12 @@ def decode_image(
         raise ImageReadError(path, f"image too small ({image.shape[1]}x{image.shape[0]} pixels)")
     if size is not None:
         image = resize_image(image, size)  # before the BGR -> RGB swap: less to swap
-    return image if png else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def _decode_png(buf: np.ndarray) -> np.ndarray | None:
+    """A PNG as BGR uint8, like cv2.imdecode with IMREAD_COLOR, but with 16-bit scaled down
+    and transparency composited on white."""
     image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if image is None:
         return None
@@ -84,13 +86,12 @@ def _decode_png(buf: np.ndarray) -> np.ndarray | None:
     elif image.dtype != np.uint8:
         image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.shape[2] == 4:  # composite on white: transparent backgrounds are usually meant light
-        rgb = image[..., :3].astype(np.float32)
+        bgr = image[..., :3].astype(np.float32)
         alpha = image[..., 3:].astype(np.float32) / 255.0
-        image = (rgb * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        image = (bgr * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
+    return image
 
 
 def read_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
