@@ -10,7 +10,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # pytest-xdist runs one worker per core: one TensorFlow thread each (also in the notebook kernels
 # and command-line runs the tests start) instead of every worker's pools fighting for all cores.
-for _var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+for _var in THREAD_VARIABLES:
     os.environ.setdefault(_var, "1")
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,6 +26,7 @@ TRANSFER = [
     ("light", "mobilenetv2", "light_InceptionV3.ipynb", 32),
     ("orientation", "mobilenetv2", "orientation_ResNet50.ipynb", 32),
 ]
+PHASE2_NOTEBOOK = "orientation_ResNet50.ipynb"  # also runs phase 2: one history over both phases
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +55,7 @@ def transfer_runs(celeba) -> dict:
     def one(entry):
         task, model, notebook, size = entry
         out = celeba.parent / notebook.removesuffix(".ipynb")
-        # One notebook also runs phase 2 (the top 10 layers): one history over both phases.
-        fine_tune = 1 if notebook == "orientation_ResNet50.ipynb" else 0
+        fine_tune = 1 if notebook == PHASE2_NOTEBOOK else 0  # phase 2: the top 10 layers
         try:
             run(notebook, celeba.parent, CELEBA_DIR=str(celeba), OUTPUT_DIR=str(out), RUN="nb",
                 MODEL=model,
@@ -85,11 +85,7 @@ def test_transfer_notebook_trains_and_writes_every_output(
     card = json.loads((out / f"models/{stem}.json").read_text())
     fine_tune = card["experiment"]["fine_tune_epochs"]
     assert card["experiment"]["weights"] is None and card["experiment"]["image_size"] == size
-    assert (
-        card["epochs_run"]
-        == 1 + fine_tune
-        == (2 if notebook == "orientation_ResNet50.ipynb" else 1)
-    )
+    assert card["epochs_run"] == 1 + fine_tune == (2 if notebook == PHASE2_NOTEBOOK else 1)
     assert pd.read_csv(out / "models/results.csv")["stem"].tolist() == [stem]
 
 

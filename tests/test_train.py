@@ -14,7 +14,7 @@ import pytest
 
 from facelab.config import Experiment
 from facelab.train import run_experiment
-from tests.conftest import REPO
+from tests.conftest import REPO, THREAD_VARIABLES
 
 SIZE = 32
 
@@ -87,7 +87,7 @@ def test_light_from_brightness_is_learned(light_manifest, tmp_path):
 
 
 def cli(*args, cwd) -> subprocess.CompletedProcess:
-    threads = {k: v for k, v in os.environ.items() if k.endswith("_NUM_THREADS") or "_NUM_INT" in k}
+    threads = {name: os.environ[name] for name in THREAD_VARIABLES}
     return subprocess.run([sys.executable, "-m", "facelab", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=300, env={"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2",
                                                        "PATH": "/usr/bin:/bin", **threads})  # fmt: skip
