@@ -190,15 +190,15 @@ def collect_inputs(inputs: Sequence[str]) -> tuple[list[str], dict[str, str]]:
 
 def load_model_file(path: str | os.PathLike):
     """Load a `.keras` or `.h5` model; a clear error when the file is not one."""
-    import keras
-
-    import facelab.models  # noqa: F401  registers the custom layers and optimizers
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")
     if path.suffix not in (".keras", ".h5"):
         raise ValueError(f"{path}: not a model file; pass a .keras or .h5 file saved by facelab")
+    import keras  # after the checks: a mistyped path is answered before TensorFlow loads
+
+    import facelab.models  # noqa: F401  registers the custom layers and optimizers
+
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # Keras raises many types for a bad file

@@ -128,10 +128,12 @@ def compile_model(
         loss = "binary_crossentropy" if weights is None else WeightedBinaryCrossentropy(weights)
         metrics = [keras.metrics.BinaryAccuracy(name="accuracy")]
     else:
-        loss, metrics = "categorical_crossentropy", ["accuracy"]
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        loss = "categorical_crossentropy"
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=exp.jit_compile)
-    # Its slot variables made now, eagerly: made inside the first traced train step instead, they
-    # cost about a second more per run on a CPU (more for a large backbone).
+    # Every variable made now, eagerly: the optimizer's slots here, the metrics' as objects (a
+    # name like "accuracy" makes its metric inside the first train step). A variable made while
+    # tracing makes TensorFlow trace the step twice: seconds per run for a large backbone.
     model.optimizer.build(model.trainable_variables)
 
 
