@@ -38,11 +38,9 @@ import numpy as np  # noqa: E402
 from facelab.config import Experiment  # noqa: E402
 from facelab.data import sources  # noqa: E402
 from facelab.data.manifest import write_manifest  # noqa: E402
-from facelab.data.pipeline import encode_labels  # noqa: E402
 from facelab.data.split import split_frame  # noqa: E402
 from facelab.machine import machine_info  # noqa: E402
 from facelab.tasks import get_task  # noqa: E402
-from facelab.train import run_experiment  # noqa: E402
 
 CELEBA = REPO.parent / "shared" / "data" / "celeba-half"
 PARTS = ("gender", "attributes", "orientation")
@@ -76,6 +74,8 @@ def split_by_identity(frame, seed: int, stratify=None):
 
 
 def train(task: str, frame, out: Path, seed: int, run: str, **settings) -> dict:
+    from facelab.train import run_experiment  # here: without the data, TensorFlow never loads
+
     manifest = write_manifest(frame, out / f"{task}_{run}.csv")
     exp = Experiment(task=task, run=run, manifest=str(manifest), output_dir=str(out), seed=seed,
                      **settings)  # fmt: skip
@@ -103,6 +103,8 @@ def gender(root: Path, out: Path, seed: int) -> dict:
 
 
 def attributes(root: Path, out: Path, seed: int) -> dict:
+    from facelab.data.pipeline import encode_labels
+
     frame = sources.label_celeba("attributes", root)
     frame = split_by_identity(frame, seed, stratify=frame["label"].str.contains("Male"))
     card = train("attributes", frame, out, seed, "real", **ATTRIBUTE_RUN)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def iter_predictions(
 
     image_size = int(model.input_shape[1])
     dataset = make_predict_dataset(paths, image_size, batch_size, skip_log=skip_log)
+    predict = batch_predictor(model)
     with tqdm(
         total=len(paths), unit="img", disable=not progress, desc="predict", mininterval=1
     ) as bar:
@@ -47,12 +49,29 @@ def iter_predictions(
             ok = ok.numpy().astype(bool)
             if ok.any():
                 batch = images if ok.all() else tf.boolean_mask(images, ok)  # no copy when all read
-                probs = np.asarray(model.predict_on_batch(batch), np.float64)
+                probs = np.asarray(predict(batch), np.float64)
                 if tta is not None:
-                    mirrored = np.asarray(model.predict_on_batch(batch[:, :, ::-1]), np.float64)
+                    mirrored = np.asarray(predict(batch[:, :, ::-1]), np.float64)
                     probs = (probs + mirrored[:, tta.flip_permutation()]) / 2
                 yield [n.decode() for n in names.numpy()[ok]], probs
             bar.update(len(ok))
+
+
+_PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def batch_predictor(model):
+    """``model(images)`` in inference mode as a tf.function of any batch size, traced once per
+    model (``predict_on_batch`` traces again for a second batch size, such as a last, short one)."""
+    if model not in _PREDICTORS:
+        import tensorflow as tf
+
+        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+        held = weakref.ref(model)  # the cache must not keep the model alive
+        _PREDICTORS[model] = tf.function(
+            lambda images: held()(images, training=False), input_signature=[spec]
+        )
+    return _PREDICTORS[model]
 
 
 def predict_paths(
@@ -149,15 +168,16 @@ def measure_inference(
     second and ms per image, the median of ``repeats`` timed calls after one warm-up call."""
     shape = tuple(int(d) for d in model.input_shape[1:])
     rng = np.random.default_rng(0)
+    predict = batch_predictor(model)
     speeds = {}
     for batch in dict.fromkeys(int(b) for b in batch_sizes):
         images = rng.uniform(0, 255, (batch, *shape)).astype(np.float32)
-        model.predict_on_batch(images)  # warm-up: builds and traces the predict function
+        np.asarray(predict(images))  # warm-up: traces the function once
         times: list[float] = []
         budget = time.perf_counter() + seconds
         while len(times) < repeats and (not times or time.perf_counter() < budget):
             start = time.perf_counter()
-            model.predict_on_batch(images)
+            np.asarray(predict(images))
             times.append(time.perf_counter() - start)
         per_batch = float(np.median(times))
         speeds[f"batch_{batch}"] = {

@@ -64,7 +64,20 @@ def backed_up_epochs(backup) -> int:
         return 0
 
 
-def test_training_killed_after_epoch_2_resumes_at_epoch_3(manifest, tmp_path):
+def resume_in_process(command: list[str], capsys) -> str:
+    """Re-run a killed command through the same entry point in this process (one TensorFlow
+    start-up less than a second subprocess); returns what it printed."""
+    from facelab.__main__ import main
+
+    capsys.readouterr()
+    code = main(command[3:])  # without "python -m facelab"
+    out, err = capsys.readouterr()
+    assert code == 0, err[-2000:]
+    return out
+
+
+def test_training_killed_after_epoch_2_resumes_at_epoch_3(manifest, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
     work = tmp_path / "models" / ".light_fromscratch_k.work"
     process = subprocess.Popen(train_command(manifest, "k"), cwd=tmp_path, env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -79,12 +92,10 @@ def test_training_killed_after_epoch_2_resumes_at_epoch_3(manifest, tmp_path):
     done = backed_up_epochs(work / "backup")  # 2, or 3 on a machine fast enough to finish one more
     assert 2 <= done < 5
     assert not (tmp_path / "models" / "light_fromscratch_k.keras").exists()
-    rerun = subprocess.run(train_command(manifest, "k"), cwd=tmp_path, env=ENV,
-                           capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert "resuming" in rerun.stdout
-    assert f"Epoch {done + 1}/5" in rerun.stdout
-    assert not any(f"Epoch {e}/5" in rerun.stdout for e in range(1, done + 1))
+    rerun = resume_in_process(train_command(manifest, "k"), capsys)
+    assert "resuming" in rerun
+    assert f"Epoch {done + 1}/5" in rerun
+    assert not any(f"Epoch {e}/5" in rerun for e in range(1, done + 1))
     card = json.loads((tmp_path / "models/light_fromscratch_k.json").read_text())
     assert card["epochs_run"] == 5
     saved = pd.read_csv(tmp_path / "models/light_fromscratch_k_history.csv")
@@ -98,7 +109,7 @@ def test_training_killed_after_epoch_2_resumes_at_epoch_3(manifest, tmp_path):
     }
 
 
-def test_prediction_killed_mid_way_resumes_without_redoing_rows(manifest, tmp_path):
+def test_prediction_killed_mid_way_resumes_without_redoing_rows(manifest, tmp_path, capsys):
     model = tmp_path / "light.keras"  # an untrained model predicts just as slowly
     build_fromscratch((32, 32, 3), 3).save(model)
     folder = os.path.join(os.path.dirname(manifest), "img")
@@ -114,10 +125,7 @@ def test_prediction_killed_mid_way_resumes_without_redoing_rows(manifest, tmp_pa
     assert not out.exists()
     done_before = history_rows(partial)
     assert 40 <= done_before < 600
-    resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, env=ENV, capture_output=True,
-                             text=True, timeout=300)  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming" in resumed.stdout
+    assert "resuming" in resume_in_process([*command, "--resume"], capsys)
     rows = pd.read_csv(out)
     assert len(rows) == 600 and rows["path"].is_unique
     assert not partial.exists()
