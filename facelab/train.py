@@ -326,9 +326,15 @@ def stage_table(
     model_file, card_file = from_run_files(exp)
     earlier = json.loads(card_file.read_text()) if card_file.is_file() else {}
     earlier_manifest = (earlier.get("experiment") or {}).get("manifest", "")
-    names = {"this": Path(exp.manifest).stem}
+    this = Path(exp.manifest)
+    names = {"this": this.stem}
     if earlier_manifest and Path(earlier_manifest).is_file():
-        names["earlier"] = Path(earlier_manifest).stem
+        before = Path(earlier_manifest)
+        names["earlier"] = before.stem
+        if before.stem == this.stem and before.resolve() != this.resolve():
+            # e.g. two split.csv: name each test set by its folder too, or one column hides the other
+            names = {"this": f"{this.parent.name}/{this.stem}",
+                     "earlier": f"{before.parent.name}/{before.stem}"}  # fmt: skip
 
     def test_accuracy(stage_model: keras.Model, manifest: str) -> float:
         frame = load_split_manifest(exp.replace(manifest=manifest), task)

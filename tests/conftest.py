@@ -34,9 +34,10 @@ def chdir_tmp(tmp_path, monkeypatch) -> Path:
 
 
 # The files that take longest start first, so that no worker is left with one of them at the end
-# while the other idles (pytest-xdist hands out files in collection order).
-_LONGEST_FIRST = ("test_notebooks_transfer.py", "test_notebooks_gender.py", "test_speed_switches.py",
-                  "test_resume.py", "test_mask.py", "test_io.py", "test_train.py")  # fmt: skip
+# while the other idles (with --no-loadscope-reorder, pytest-xdist hands out files in this order).
+_LONGEST_FIRST = ("test_notebooks_gender.py", "test_notebooks_transfer.py", "test_transfer.py",
+                  "test_train.py", "test_speed_switches.py", "test_resume.py", "test_notebooks.py",
+                  "test_mask.py", "test_verification.py", "test_sweep.py")  # fmt: skip
 
 
 def pytest_collection_modifyitems(items):

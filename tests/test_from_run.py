@@ -49,9 +49,12 @@ def test_fine_tuning_from_an_earlier_run_reports_both_test_sets_and_joins_the_cu
 
     stages = pd.read_csv(tmp_path / "models/light_fromscratch_ft_stages.csv")
     assert list(stages["stage"]) == ["light_fromscratch_pre", "light_fromscratch_ft"]
-    assert set(stages.columns) >= {"m", "model"}  # both manifests are called m.csv here
+    # Both manifests are called m.csv: each column is named by its folder too.
+    this, before = (f"{Path(m).parent.name}/m" for m in (other_domain, light_manifest))
+    assert set(stages.columns) == {"stage", "model", this, before}
     # The diagonal comes from the runs' own cards; the rest is measured anew.
-    assert stages.loc[1, "m"] == pytest.approx(card["metrics"]["test"]["accuracy"])
+    assert stages.loc[1, this] == pytest.approx(card["metrics"]["test"]["accuracy"])
+    assert stages.loc[0, before] == pytest.approx(first["metrics"]["test"]["accuracy"])
     assert card["stages"][0]["stage"] == first["stem"]
     assert card["experiment"]["from_run"] == "pre"
     earlier = json.loads((tmp_path / "models/light_fromscratch_pre.json").read_text())
