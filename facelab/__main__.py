@@ -272,12 +272,12 @@ def _compose_groups(args, argv) -> int:
 
 
 def _train(args, argv) -> int:
-    from facelab.data.manifest import read_manifest
+    from facelab.data.manifest import manifest_file
     from facelab.run_args import experiment_from_args
 
     exp = experiment_from_args(args)
     if exp.manifest and exp.task != "verification":
-        read_manifest(exp.manifest)  # a mistyped manifest is reported before TensorFlow loads
+        manifest_file(exp.manifest)  # a mistyped manifest is reported before TensorFlow loads
     from facelab.train import run_experiment
 
     command = "python -m facelab " + " ".join(shlex.quote(a) for a in argv)

@@ -19,6 +19,14 @@ class ManifestError(ValueError):
     """A manifest that cannot be used; the message names the file, the row and what to do."""
 
 
+def manifest_file(path: str | os.PathLike) -> Path:
+    """The manifest's path; a clear error when there is no such file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: manifest not found; make one with `python -m facelab label`")
+    return path
+
+
 def read_manifest(
     path: str | os.PathLike,
     task: Task | None = None,
@@ -30,9 +38,7 @@ def read_manifest(
     Checks: the columns exist, labels belong to ``task``, split values are train/val/test.
     Exact duplicate rows are dropped with a warning; a path listed twice with two labels is an error.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: manifest not found; make one with `python -m facelab label`")
+    path = manifest_file(path)
     try:
         frame = pd.read_csv(path, dtype={"path": str, "label": str, "split": str, "group": str})
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
