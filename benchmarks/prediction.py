@@ -1,9 +1,10 @@
 """Streaming prediction: throughput against in-memory predict, and how time and memory scale.
 
     python benchmarks/prediction.py [--sizes 2000 20000 200000] [--image-size 32] [--batch-size 256]
+                                    [--compare 2000]
 
-(a) On 2,000 generated JPEG faces: `predict_to_csv` over the files (decode, resize, predict,
-    append to the CSV) against `model.predict` on the same images already in memory as one
+(a) On 2,000 generated JPEG faces (--compare): `predict_to_csv` over the files (decode, resize,
+    predict, append to the CSV) against `model.predict` on the same images already in memory as one
     array, same FromScratch model and batch size. Target: files >= 0.8x memory.
 (b) `python -m facelab predict` over 2k, 20k and 200k files, each in its own process: wall time,
     images per second and peak resident memory. Targets: memory grows < 100 MB from the smallest
@@ -125,15 +126,14 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000, 200000])
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--compare", type=int, default=2000, help="images for the side-by-side (a)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model_path = root / "fromscratch.keras"
         build_fromscratch((args.image_size, args.image_size, 3), 3).save(model_path)
-        write_faces(root / "two_thousand", 2000)
-        side_by_side = throughput(
-            model_path, root / "two_thousand", args.batch_size, args.image_size
-        )
+        write_faces(root / "compare", args.compare)
+        side_by_side = throughput(model_path, root / "compare", args.batch_size, args.image_size)
         runs = scaling(model_path, root, args.sizes, args.batch_size)
     small, large = runs[0], runs[-1]
     counts = np.array([r["images"] for r in runs], float)
