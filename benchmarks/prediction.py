@@ -35,7 +35,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from facelab.data.images import read_image  # noqa: E402
-from facelab.machine import machine_info  # noqa: E402
+from facelab.machine import machine_info, usable_cores  # noqa: E402
 from facelab.models.scratch import build_fromscratch  # noqa: E402
 from facelab.predict import predict_to_csv  # noqa: E402
 from facelab.tasks import get_task  # noqa: E402
@@ -104,7 +104,7 @@ def throughput(model_path: Path, folder: Path, batch_size: int, size: int) -> di
     median = float(np.median(rates["files"]) / np.median(rates["memory"]))
     # The best the files path could do here: the model's CPU time and the decoding's share the
     # cores, so even perfectly overlapped it needs (model + decode) CPU seconds / cores per image.
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     per_image_cpu = min(model_cpu) + decode_cpu
     bound = min(1.0, (1 / memory) / max(1 / memory, per_image_cpu / cores))
     return {"images": len(paths), "memory_img_per_s": round(memory), "files_img_per_s": round(files),

@@ -21,6 +21,11 @@ def versions() -> dict[str, str]:
     }  # fmt: skip
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (fewer than the machine's under a CPU affinity mask)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def device() -> str:
     """The device training runs on, in words."""
     import tensorflow as tf

@@ -27,6 +27,7 @@ import tensorflow as tf
 from facelab.config import Experiment
 from facelab.data.images import ImageReadError, read_image, resize_image
 from facelab.data.skipped import SkipLog
+from facelab.machine import usable_cores
 from facelab.tasks import Task, get_task
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -165,18 +166,13 @@ def make_predict_dataset(
 
     batches = -(-len(paths) // batch_size)
     ds = tf.data.Dataset.range(batches).map(
-        load, num_parallel_calls=min(batches, _cores(), MAX_DECODE_BATCHES), deterministic=True
+        load, num_parallel_calls=min(batches, usable_cores(), MAX_DECODE_BATCHES), deterministic=True
     )
     # Fixed parallelism and prefetch, autotuning off: with a model running beside it, an
     # autotuned iterator often took about half a second to shut down at the end of the run.
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.prefetch(2).with_options(options)
-
-
-def _cores() -> int:
-    """CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def augment_batch(
