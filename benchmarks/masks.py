@@ -6,7 +6,8 @@ Measures, one after the other:
   (a) odd files: every file of the folder through the training pipeline; how many of the odd
       ones (upper-case or unknown extension, content that is not what the name says, alpha PNG,
       non-ASCII name) load and how many are skipped, with the reasons;
-  (b) the mask classifier (task mask): faces split 80/10/10 (stratified, seeded), FromScratch with
+  (b) the mask classifier (task mask): faces split 80/10/10 (stratified, seeded, near-duplicates
+      found by perceptual hash and kept in one split), FromScratch with
       flip augmentation; test accuracy and wall time from reading the folder to the run card;
       target >= 0.95 in <= 10 minutes;
   (c) mask counting (task mask_count): group photos composed per split from that split's faces
@@ -38,8 +39,9 @@ sys.path.insert(0, str(REPO))  # runnable as a plain script from any folder
 import pandas as pd  # noqa: E402
 
 from facelab.config import Experiment  # noqa: E402
+from facelab.data.duplicates import duplicate_report, find_duplicates  # noqa: E402
 from facelab.data.groups import MASKED, compose_groups, count_class  # noqa: E402
-from facelab.data.manifest import write_manifest  # noqa: E402
+from facelab.data.manifest import DUPLICATE_COLUMN, write_manifest  # noqa: E402
 from facelab.data.pipeline import encode_labels, make_dataset  # noqa: E402
 from facelab.data.skipped import SkipLog  # noqa: E402
 from facelab.data.sources import label_folders  # noqa: E402
@@ -155,7 +157,13 @@ def main() -> None:
 
         start = time.perf_counter()
         faces = label_folders("mask", args.masks)
+        faces[DUPLICATE_COLUMN] = find_duplicates(faces["path"], progress=False).to_numpy()
         faces["split"] = split_frame(faces, SPLIT_RATIOS, seed=args.seed)
+        result["duplicates"] = duplicate_report(faces)
+        # What a split blind to them would have done: near-duplicates on both sides of it.
+        blind = faces.assign(split=split_frame(faces.drop(columns=DUPLICATE_COLUMN),
+                                               SPLIT_RATIOS, seed=args.seed))  # fmt: skip
+        result["duplicates_without_sets"] = duplicate_report(blind)
         faces_csv = write_manifest(faces, work / "faces_split.csv")
         if args.only != "count":
             log(f"mask classifier: {len(faces)} faces, split {SPLIT_RATIOS}")

@@ -29,7 +29,8 @@ def _split_args(parser: argparse.ArgumentParser) -> None:
         "--split",
         choices=["group", "shuffle", "official", "folds"],
         default="group",
-        help="group: no group in two splits (default); shuffle: stratified shuffle, groups ignored; "
+        help="group: no group in two splits (default); shuffle: stratified shuffle, groups ignored "
+        "(near-duplicate sets still kept together); "
         "official: CelebA's partition column (0 train, 1 val, 2 test); folds: a fold column, "
         "with --test-fold K as test and fold K+1 as val (--ratios and --seed are not used)",
     )
@@ -46,6 +47,19 @@ def _split_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--mode", choices=["symlink", "copy"], default="symlink")
     parser.add_argument("--force", action="store_true", help="allow --out to be the input manifest")
+    parser.add_argument(
+        "--find-duplicates",
+        action="store_true",
+        help="hash every image and keep near-duplicates (copies, re-saves, resized versions) in one "
+        "split; they are named in a duplicate_set column, which later splits also follow",
+    )
+    parser.add_argument(
+        "--duplicate-distance",
+        type=int,
+        default=4,
+        metavar="BITS",
+        help="with --find-duplicates: most bits two 64-bit perceptual hashes may differ by (default 4)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,8 +223,10 @@ def _label(args, argv) -> int:
 
 
 def _split(args, argv) -> int:
+    from facelab.data.duplicates import DUPLICATE_COLUMN, duplicate_report, find_duplicates
     from facelab.data.manifest import read_manifest, write_manifest
     from facelab.data.materialize import materialize
+    from facelab.data.skipped import SkipLog
     from facelab.data.split import split_folds, split_frame, split_official, split_report
 
     source = Path(args.manifest)
@@ -224,6 +240,11 @@ def _split(args, argv) -> int:
     if args.split != "folds" and args.test_fold is not None:
         raise ValueError(f"--test-fold applies to --split folds only, not --split {args.split}")
     frame = read_manifest(source)
+    if args.find_duplicates:
+        skipped = SkipLog()
+        found = find_duplicates(frame["path"], args.duplicate_distance, skipped)
+        frame[DUPLICATE_COLUMN] = found.to_numpy()
+        skipped.write_next_to(out)
     if args.split in ("group", "shuffle"):
         by = frame.drop(columns="group") if args.split == "shuffle" else frame
         frame["split"] = split_frame(by, tuple(args.ratios), seed=args.seed)
@@ -241,6 +262,8 @@ def _split(args, argv) -> int:
     write_manifest(frame, out)
     print(f"wrote {out} ({len(frame)} rows, {how})")
     print(split_report(frame).to_string())
+    if DUPLICATE_COLUMN in frame:
+        print(duplicate_report(frame))
     if args.materialize:
         folder = materialize(frame, args.materialize, args.mode)
         print(f"laid out {len(frame)} files ({args.mode}) under {folder}")

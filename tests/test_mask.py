@@ -128,13 +128,15 @@ def test_split_shuffle_ignores_groups_and_keeps_class_shares(tmp_path):
 
 @pytest.fixture(scope="module")
 def face_tree(tmp_path_factory):
-    """60 tiny faces per class in a with_mask/without_mask tree."""
+    """60 tiny faces per class in a with_mask/without_mask tree, each with its own grain (without
+    it, one class's faces differ only in colour: near-duplicates to the notebooks)."""
     root = tmp_path_factory.mktemp("faces")
     rng = np.random.default_rng(2)
     for label in ("with_mask", "without_mask"):
         (root / label).mkdir()
         for i in range(60):
-            face = tiny_face(label == "with_mask", rng)
+            face = tiny_face(label == "with_mask", rng) + rng.normal(0, 20, (40, 32, 3))
+            face = np.clip(face, 0, 255).astype(np.uint8)
             cv2.imwrite(str(root / label / f"{i}.jpg"), face)
     return root
 

@@ -13,6 +13,8 @@ from facelab.tasks import Task
 
 COLUMNS = ("path", "label", "split", "group", "score")
 SPLITS = ("train", "val", "test")
+# Optional column naming each image's set of near-duplicates (facelab.data.duplicates); "" for none.
+DUPLICATE_COLUMN = "duplicate_set"
 
 
 class ManifestError(ValueError):
@@ -40,7 +42,8 @@ def read_manifest(
     """
     path = manifest_file(path)
     try:
-        frame = pd.read_csv(path, dtype={"path": str, "label": str, "split": str, "group": str})
+        text_columns = ("path", "label", "split", "group", DUPLICATE_COLUMN)
+        frame = pd.read_csv(path, dtype=dict.fromkeys(text_columns, str))
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise ManifestError(f"{path}: not a readable CSV manifest ({err})") from None
     required = ["path", "label"] + (["split"] if require_split else [])

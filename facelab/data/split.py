@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from facelab.data.manifest import SPLITS
+from facelab.data.duplicates import connected_sets
+from facelab.data.manifest import DUPLICATE_COLUMN, SPLITS
 
 DEFAULT_RATIOS = (0.7, 0.15, 0.15)
 _FOLDS = 20  # the ratios are met in steps of 1/20 (0.7/0.15/0.15 -> 14/3/3 folds)
@@ -145,13 +146,29 @@ def _check_ratios(ratios: tuple[float, ...]) -> np.ndarray:
 
 
 def _groups(frame: pd.DataFrame, column: str) -> np.ndarray:
-    """Group ids; rows without one get a unique id of their own."""
-    if column not in frame:
+    """Group ids; rows without one get a unique id of their own. Rows in one set of
+    near-duplicates (the ``duplicate_set`` column) join one group, with their groups' other rows."""
+    duplicates = frame.get(DUPLICATE_COLUMN, pd.Series("", index=frame.index))
+    duplicates = duplicates.fillna("").astype(str).to_numpy()
+    if column not in frame and not (duplicates != "").any():
         return np.arange(len(frame)).astype(str)
-    groups = frame[column].fillna("").astype(str).to_numpy().copy()
+    groups = np.full(len(frame), "", object)
+    if column in frame:
+        groups = frame[column].fillna("").astype(str).to_numpy().copy()
+    if (duplicates != "").any():
+        pairs = [_links(values) for values in (groups, duplicates)]
+        groups = connected_sets(len(frame), np.concatenate(pairs), "\0set")
     empty = groups == ""
     groups[empty] = [f"\0row{i}" for i in np.flatnonzero(empty)]
     return groups
+
+
+def _links(values: np.ndarray) -> np.ndarray:
+    """(K, 2) pairs joining each row with a non-empty value to the first row with that value."""
+    named = np.flatnonzero(values != "")
+    codes, _ = pd.factorize(values[named])
+    first = pd.Series(named).groupby(codes).transform("min").to_numpy()
+    return np.stack([first, named], axis=1).astype(np.int64)
 
 
 def _folds_per_split(shares: np.ndarray, n_folds: int) -> np.ndarray:
