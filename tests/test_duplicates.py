@@ -63,7 +63,7 @@ def test_pairs_found_block_by_block_are_the_brute_force_pairs(monkeypatch):
     hashes = rng.integers(0, 2**63, 300, dtype=np.uint64)
     hashes[rng.integers(0, 300, 40)] = hashes[rng.integers(0, 300, 40)]  # some exact twins
     hashes[5] = hashes[250] ^ np.uint64(0b1011)  # 3 bits apart
-    monkeypatch.setattr(duplicates, "_BLOCK", 64)  # several blocks
+    monkeypatch.setattr(duplicates, "_BLOCK_ELEMENTS", 64 * 300)  # blocks of 64 rows
     bits = np.unpackbits(hashes.view(np.uint8).reshape(-1, 8), axis=1)
     distance = (bits[:, None, :] != bits[None, :, :]).sum(axis=2)
     for limit in (0, 3):

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from facelab.data.images import ImageReadError, read_image, resize_image
 from facelab.data.manifest import DUPLICATE_COLUMN
 from facelab.data.skipped import SkipLog
+
 # Hamming distance between 64-bit pHashes. On the 1,400 real mask faces: copies and re-saves are
 # at 0, consecutive video frames at 2-4, and at 6 two different people already appear.
 DEFAULT_MAX_DISTANCE = 4
@@ -26,7 +27,7 @@ DEFAULT_MAX_DISTANCE = 4
 # colour thumbnails in grey levels (copies on the mask faces: at most 5; other pairs found by the
 # hash at distance 6: up to 35).
 MAX_COLOUR_DIFFERENCE = 12.0
-_BLOCK = 2048  # rows compared at once: a 2,048 x N distance matrix of uint8
+_BLOCK_ELEMENTS = 2**24  # hash pairs compared at once (128 MB of XORs), whatever the image count
 
 
 def fingerprints(
@@ -57,12 +58,13 @@ def fingerprints(
 def near_duplicate_pairs(hashes: np.ndarray, max_distance: int = DEFAULT_MAX_DISTANCE) -> np.ndarray:
     """(K, 2) row pairs ``i < j`` whose hashes differ in at most ``max_distance`` bits."""
     hashes = np.asarray(hashes, np.uint64)
+    rows = max(1, _BLOCK_ELEMENTS // max(1, len(hashes)))
     pairs = []
-    for start in range(0, len(hashes), _BLOCK):
-        block = hashes[start : start + _BLOCK]
-        distance = np.bitwise_count(block[:, None] ^ hashes[None, start:])
+    for start in range(0, len(hashes), rows):
+        # each block against itself and every later row: each pair once
+        distance = np.bitwise_count(hashes[start : start + rows, None] ^ hashes[None, start:])
         i, j = np.nonzero(distance <= max_distance)
-        keep = start + i < start + j  # each pair once, no row with itself
+        keep = i < j  # j counts from start too; i == j is a row with itself
         pairs.append(np.stack([start + i[keep], start + j[keep]], axis=1))
     return np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
 
