@@ -223,8 +223,8 @@ def _label(args, argv) -> int:
 
 
 def _split(args, argv) -> int:
-    from facelab.data.duplicates import DUPLICATE_COLUMN, duplicate_report, find_duplicates
-    from facelab.data.manifest import read_manifest, write_manifest
+    from facelab.data.duplicates import duplicate_report, find_duplicates
+    from facelab.data.manifest import DUPLICATE_COLUMN, read_manifest, write_manifest
     from facelab.data.materialize import materialize
     from facelab.data.skipped import SkipLog
     from facelab.data.split import split_folds, split_frame, split_official, split_report

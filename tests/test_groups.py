@@ -35,10 +35,16 @@ def tiny_face(masked: bool, rng: np.random.Generator) -> np.ndarray:
     return face
 
 
+def grainy_face(masked: bool, rng: np.random.Generator) -> np.ndarray:
+    """``tiny_face`` with its own grain: without it, one class's faces differ only in colour, which
+    makes them near-duplicates to the notebooks' split."""
+    face = tiny_face(masked, rng) + rng.normal(0, 20, (40, 32, 3))
+    return np.clip(face, 0, 255).astype(np.uint8)
+
+
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory) -> pd.DataFrame:
-    """12 masked and 12 unmasked faces per split, written as PNG files, each with its own grain
-    (without it, one class's faces differ only in colour: near-duplicates to the notebooks)."""
+    """12 masked and 12 unmasked grainy faces per split, written as PNG files."""
     root = tmp_path_factory.mktemp("faces")
     rng = np.random.default_rng(0)
     rows = []
@@ -47,8 +53,7 @@ def faces(tmp_path_factory) -> pd.DataFrame:
             (root / label).mkdir(exist_ok=True)
             for i in range(12):
                 path = root / label / f"{split}_{i}.png"
-                face = tiny_face(label == "with_mask", rng) + rng.normal(0, 20, (40, 32, 3))
-                cv2.imwrite(str(path), np.clip(face, 0, 255).astype(np.uint8))
+                cv2.imwrite(str(path), grainy_face(label == "with_mask", rng))
                 rows.append((str(path), label, split))
     return pd.DataFrame(rows, columns=["path", "label", "split"])
 

@@ -19,7 +19,7 @@ from facelab.data.skipped import SkipLog
 from facelab.tasks import get_task
 from facelab.train import run_experiment
 from tests.conftest import REPO, shared_data
-from tests.test_groups import tiny_face
+from tests.test_groups import grainy_face, tiny_face
 
 MASK = get_task("mask")
 
@@ -128,15 +128,13 @@ def test_split_shuffle_ignores_groups_and_keeps_class_shares(tmp_path):
 
 @pytest.fixture(scope="module")
 def face_tree(tmp_path_factory):
-    """60 tiny faces per class in a with_mask/without_mask tree, each with its own grain (without
-    it, one class's faces differ only in colour: near-duplicates to the notebooks)."""
+    """60 tiny grainy faces per class in a with_mask/without_mask tree."""
     root = tmp_path_factory.mktemp("faces")
     rng = np.random.default_rng(2)
     for label in ("with_mask", "without_mask"):
         (root / label).mkdir()
         for i in range(60):
-            face = tiny_face(label == "with_mask", rng) + rng.normal(0, 20, (40, 32, 3))
-            face = np.clip(face, 0, 255).astype(np.uint8)
+            face = grainy_face(label == "with_mask", rng)
             cv2.imwrite(str(root / label / f"{i}.jpg"), face)
     return root
 

@@ -150,12 +150,13 @@ def _groups(frame: pd.DataFrame, column: str) -> np.ndarray:
     near-duplicates (the ``duplicate_set`` column) join one group, with their groups' other rows."""
     duplicates = frame.get(DUPLICATE_COLUMN, pd.Series("", index=frame.index))
     duplicates = duplicates.fillna("").astype(str).to_numpy()
-    if column not in frame and not (duplicates != "").any():
+    has_duplicates = bool((duplicates != "").any())
+    if column not in frame and not has_duplicates:
         return np.arange(len(frame)).astype(str)
     groups = np.full(len(frame), "", object)
     if column in frame:
         groups = frame[column].fillna("").astype(str).to_numpy().copy()
-    if (duplicates != "").any():
+    if has_duplicates:
         pairs = [_links(values) for values in (groups, duplicates)]
         groups = connected_sets(len(frame), np.concatenate(pairs), "\0set")
     empty = groups == ""
