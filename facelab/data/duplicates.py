@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from facelab.data.images import ImageReadError, read_image, resize_image
 from facelab.data.manifest import DUPLICATE_COLUMN
 from facelab.data.skipped import SkipLog
+from facelab.data.split import connected_sets
 
 # Hamming distance between 64-bit pHashes. On the 1,400 real mask faces: copies and re-saves are
 # at 0, consecutive video frames at 2-4, and at 6 two different people already appear.
@@ -67,20 +68,6 @@ def near_duplicate_pairs(hashes: np.ndarray, max_distance: int = DEFAULT_MAX_DIS
         keep = i < j  # j counts from start too; i == j is a row with itself
         pairs.append(np.stack([start + i[keep], start + j[keep]], axis=1))
     return np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
-
-
-def connected_sets(n_rows: int, pairs: np.ndarray, prefix: str) -> np.ndarray:
-    """Per row, ``<prefix><k>`` naming its connected set under ``pairs``, or "" for a row in none."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n_rows, n_rows))
-    _, component = connected_components(graph, directed=False)
-    sizes = np.bincount(component, minlength=n_rows)
-    # Numbered in order of each set's first row, so the names do not depend on scipy's numbering.
-    order = {c: k for k, c in enumerate(dict.fromkeys(component[sizes[component] > 1]))}
-    return np.array([f"{prefix}{order[c]}" if sizes[c] > 1 else "" for c in component], object)
 
 
 def find_duplicates(

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from facelab.data.duplicates import connected_sets
 from facelab.data.manifest import DUPLICATE_COLUMN, SPLITS
 
 DEFAULT_RATIOS = (0.7, 0.15, 0.15)
@@ -170,6 +169,20 @@ def _links(values: np.ndarray) -> np.ndarray:
     codes, _ = pd.factorize(values[named])
     first = pd.Series(named).groupby(codes).transform("min").to_numpy()
     return np.stack([first, named], axis=1).astype(np.int64)
+
+
+def connected_sets(n_rows: int, pairs: np.ndarray, prefix: str) -> np.ndarray:
+    """Per row, ``<prefix><k>`` naming its connected set under ``pairs``, or "" for a row in none."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n_rows, n_rows))
+    _, component = connected_components(graph, directed=False)
+    sizes = np.bincount(component, minlength=n_rows)
+    # Numbered in order of each set's first row, so the names do not depend on scipy's numbering.
+    order = {c: k for k, c in enumerate(dict.fromkeys(component[sizes[component] > 1]))}
+    return np.array([f"{prefix}{order[c]}" if sizes[c] > 1 else "" for c in component], object)
 
 
 def _folds_per_split(shares: np.ndarray, n_folds: int) -> np.ndarray:
