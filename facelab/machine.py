@@ -26,6 +26,36 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (avx2, avx512_bf16, ...); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere TensorFlow
+    emulates it, and mixed precision runs several times slower than float32."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_name() -> str:
+    """The CPU's model name where Linux gives it, else the architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device() -> str:
     """The device training runs on, in words."""
     import tensorflow as tf
@@ -33,7 +63,8 @@ def device() -> str:
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         return f"{len(gpus)} GPU ({gpus[0].name})"
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    bfloat16 = "bfloat16" if cpu_has_bfloat16() else "no bfloat16"
+    return f"CPU ({cpu_name()}, {os.cpu_count()} cores, {bfloat16})"
 
 
 def machine_info() -> dict:

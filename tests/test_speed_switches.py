@@ -11,6 +11,7 @@ import cv2
 import keras
 import numpy as np
 import pandas as pd
+import pytest
 
 from facelab.devices import mixed_policy
 from facelab.models.scratch import build_fromscratch
@@ -98,3 +99,28 @@ def test_every_speed_switch_is_a_train_flag():
         2,
         True,
     )
+
+
+def test_mixed_precision_warns_where_the_cpu_emulates_bfloat16(monkeypatch):
+    import warnings
+
+    from facelab import devices
+
+    monkeypatch.setattr(devices, "mixed_precision_pays", lambda: False)
+    with pytest.warns(UserWarning, match="without native bfloat16"), devices.precision(True):
+        assert keras.config.dtype_policy().name == mixed_policy()
+    assert keras.config.dtype_policy().name == "float32"
+    monkeypatch.setattr(devices, "mixed_precision_pays", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with devices.precision(True), devices.precision(False):
+            pass
+
+
+def test_bfloat16_support_is_read_from_the_cpu_flags(monkeypatch):
+    from facelab import machine
+
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", "fma"})
+    assert not machine.cpu_has_bfloat16()
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert machine.cpu_has_bfloat16()
