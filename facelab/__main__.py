@@ -111,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--size", type=int, default=256, help="photo side in pixels (default 256)")
     p.add_argument("--faces-per-photo", type=int, nargs=2, default=[2, 5], metavar=("MIN", "MAX"))
+    p.add_argument(
+        "--train-faces-per-photo",
+        type=int,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help="faces per training photo (default: --faces-per-photo); 1 5 adds one-face photos, "
+        "which teach each face's mask directly",
+    )
     p.add_argument("--max-rotation", type=float, default=10.0, help="degrees (default 10)")
     p.add_argument("--seed", type=int, default=0)
 
@@ -286,6 +294,7 @@ def _compose_groups(args, argv) -> int:
     log = SkipLog()
     frame = compose_groups(faces, args.out, counts, seed=args.seed, size=args.size,
                            faces_per_photo=tuple(args.faces_per_photo),
+                           train_faces_per_photo=args.train_faces_per_photo,
                            max_rotation=args.max_rotation, skip_log=log)  # fmt: skip
     print(f"wrote {len(frame)} photos and {Path(args.out, 'manifest.csv')} (seed {args.seed})")
     print(frame.groupby(["split", "label"]).size().unstack(fill_value=0).to_string())

@@ -114,6 +114,21 @@ def test_more_train_photos_leave_the_test_photos_unchanged(faces, tmp_path):
     assert test(small).equals(test(large))
 
 
+def test_training_photos_may_show_single_faces_while_the_others_keep_their_range(faces, tmp_path):
+    counts = {"train": 60, "val": 9, "test": 9}
+    manifest = compose_groups(faces, tmp_path / "a", counts, seed=2, size=SIZE,
+                              train_faces_per_photo=(1, 5))  # fmt: skip
+    train = manifest[manifest["split"] == "train"]
+    assert train["n_faces"].between(1, 5).all() and (train["n_faces"] == 1).any()
+    assert set(train.loc[train["n_faces"] == 1, "label"]) <= {"none", "all"}
+    assert manifest.loc[manifest["split"] != "train", "n_faces"].between(2, 5).all()
+    plain = compose_groups(faces, tmp_path / "b", counts, seed=2, size=SIZE)
+    held_out = lambda m: m.loc[m["split"] != "train", ["label", "faces"]].reset_index(drop=True)  # noqa: E731
+    assert held_out(manifest).equals(held_out(plain))
+    with pytest.raises(ValueError, match=r"train_faces_per_photo \(1, 1\)"):
+        compose_groups(faces, tmp_path / "c", counts, size=SIZE, train_faces_per_photo=(1, 1))
+
+
 def test_faces_are_pasted_into_separate_non_overlapping_places():
     colours = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (200, 40, 200)]
     solid = [np.full((30, 20, 3), c, np.uint8) for c in colours]
@@ -182,7 +197,8 @@ def test_compose_groups_from_the_command_line(faces, tmp_path):
     out = tmp_path / "groups"
     result = subprocess.run(
         [sys.executable, "-m", "facelab", "compose-groups", "--faces", str(faces_csv), "--out",
-         str(out), "--n", "train=9", "test=3", "--size", str(SIZE), "--seed", "5"],
+         str(out), "--n", "train=9", "test=3", "--size", str(SIZE), "--seed", "5",
+         "--train-faces-per-photo", "1", "3"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
@@ -190,6 +206,7 @@ def test_compose_groups_from_the_command_line(faces, tmp_path):
     assert "wrote 12 photos" in result.stdout
     manifest = pd.read_csv(out / "manifest.csv")
     assert manifest["split"].value_counts().to_dict() == {"train": 9, "test": 3}
+    assert manifest.loc[manifest["split"] == "train", "n_faces"].between(1, 3).all()
     assert not manifest["path"].str.startswith("/").any(), "paths are relative to the manifest"
     bad = subprocess.run(
         [sys.executable, "-m", "facelab", "compose-groups", "--faces", str(faces_csv), "--out",

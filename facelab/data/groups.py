@@ -56,6 +56,7 @@ def compose_groups(
     jitter: float = 0.15,
     quality: int = 92,
     skip_log: SkipLog | None = None,
+    train_faces_per_photo: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
     """Compose ``n_per_split[split]`` photos per split from that split's faces; write JPEGs and
     ``out_dir/manifest.csv``.
@@ -63,15 +64,21 @@ def compose_groups(
     ``faces`` has columns ``path, label (with_mask | without_mask), split``. Returns the manifest
     (absolute paths) with columns ``path, label (none | all | some), split, group, n_faces,
     n_masked, n_unmasked, faces`` (the source faces, ``|``-joined); classes are balanced.
+    ``train_faces_per_photo`` (default ``faces_per_photo``) sets the training photos apart: with
+    (1, 5) some show a single face, whose label (none or all) teaches its mask directly.
     """
     n_per_split = dict(DEFAULT_PHOTOS if n_per_split is None else n_per_split)
-    lo, hi = _check_arguments(faces, n_per_split, size, faces_per_photo, face_scale, jitter)
+    _check_arguments(faces, n_per_split, size, face_scale, jitter)
+    ranges = dict.fromkeys(SPLITS, _check_faces_per_photo(faces_per_photo, "faces_per_photo"))
+    if train_faces_per_photo is not None:
+        ranges["train"] = _check_faces_per_photo(train_faces_per_photo, "train_faces_per_photo")
     skip_log = skip_log if skip_log is not None else SkipLog()
     out = _prepare_out_dir(Path(out_dir), faces)
     rows = []
     for split, count in n_per_split.items():
         if count == 0:
             continue
+        lo, hi = ranges[split]
         pools = _load_pools(faces[faces["split"] == split], split, size, lo, skip_log)
         # One stream of chance per split: changing the train count leaves the test photos as they were.
         rng = np.random.default_rng([seed, SPLITS.index(split)])
@@ -159,9 +166,7 @@ def make_background(size: int, rng: np.random.Generator, kind: str | None = None
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _check_arguments(
-    faces, n_per_split, size, faces_per_photo, face_scale, jitter
-) -> tuple[int, int]:
+def _check_arguments(faces, n_per_split, size, face_scale, jitter) -> None:
     missing = [c for c in ("path", "label", "split") if c not in faces]
     if missing:
         raise ValueError(
@@ -183,18 +188,21 @@ def _check_arguments(
             raise ValueError(f"split {split!r} unknown; photo counts are given per split {SPLITS}")
         if int(count) != count or count < 0:
             raise ValueError(f"photo count for {split} must be a whole number >= 0, got {count}")
-    lo, hi = (int(v) for v in faces_per_photo)
-    if not (1 <= lo <= hi <= max(_LAYOUTS) and hi >= 2):
-        raise ValueError(
-            f"faces_per_photo {faces_per_photo} must be (min, max) with 1 <= min <= max <= "
-            f"{max(_LAYOUTS)} and max >= 2 (a photo of class 'some' needs two faces)"
-        )
     if not 0 < face_scale[0] <= face_scale[1] <= 1:
         raise ValueError(f"face_scale {face_scale} must satisfy 0 < low <= high <= 1")
     if not 0 <= jitter < 1:
         raise ValueError(f"jitter {jitter} must be in [0, 1): a share of brightness and contrast")
     if size < 32:
         raise ValueError(f"size {size} is too small for a group photo; use 32 px or more")
+
+
+def _check_faces_per_photo(faces_per_photo: tuple[int, int], name: str) -> tuple[int, int]:
+    lo, hi = (int(v) for v in faces_per_photo)
+    if not (1 <= lo <= hi <= max(_LAYOUTS) and hi >= 2):
+        raise ValueError(
+            f"{name} {tuple(faces_per_photo)} must be (min, max) with 1 <= min <= max <= "
+            f"{max(_LAYOUTS)} and max >= 2 (a photo of class 'some' needs two faces)"
+        )
     return lo, hi
 
 
