@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+import nbformat
 import pandas as pd
 import papermill
 import pytest
@@ -15,14 +16,15 @@ from tests.conftest import REPO
 
 NOTEBOOKS = REPO / "notebooks"
 # One epoch at 32 px, no download (weights=None), the base frozen as with ImageNet weights
-# (training it from scratch would only make the test slower). The four notebooks are the same
-# cells with each task's defaults; they run with MobileNetV2 through their MODEL knob. InceptionV3
-# and ResNet50 are built, saved and reloaded in test_transfer.py and trained for real by
-# benchmarks/transfer_synthetic.py; training one here (a ~95 MB model checkpointed and saved
-# several times) would add a minute or more of the suite's time and no code path.
+# (training it from scratch would only make the test slower). The four transfer notebooks are the
+# same code cells with each task's defaults (tested below), so one per task runs, with MobileNetV2
+# through its MODEL knob. InceptionV3 and ResNet50 are built, saved and reloaded in test_transfer.py
+# and trained for real by benchmarks/transfer_synthetic.py; training one here (a ~95 MB model
+# checkpointed and saved several times) would add a minute or more of the suite's time and no code
+# path.
+TRANSFER_NOTEBOOKS = ("orientation_InceptionV3.ipynb", "light_ResNet50.ipynb",
+                      "light_InceptionV3.ipynb", "orientation_ResNet50.ipynb")  # fmt: skip
 TRANSFER = [
-    ("orientation", "mobilenetv2", "orientation_InceptionV3.ipynb", 32),
-    ("light", "mobilenetv2", "light_ResNet50.ipynb", 32),
     ("light", "mobilenetv2", "light_InceptionV3.ipynb", 32),
     ("orientation", "mobilenetv2", "orientation_ResNet50.ipynb", 32),
 ]
@@ -87,6 +89,25 @@ def test_transfer_notebook_trains_and_writes_every_output(
     assert card["experiment"]["weights"] is None and card["experiment"]["image_size"] == size
     assert card["epochs_run"] == 1 + fine_tune == (2 if notebook == PHASE2_NOTEBOOK else 1)
     assert pd.read_csv(out / "models/results.csv")["stem"].tolist() == [stem]
+
+
+def test_the_transfer_notebooks_share_their_code_and_their_parameters_run():
+    def cells(name: str) -> tuple[list[str], dict]:
+        """The code cells but the parameters cell, and the names that cell defines."""
+        code, names = [], {}
+        for cell in nbformat.read(NOTEBOOKS / name, as_version=4).cells:
+            if "parameters" in cell.metadata.get("tags", []):
+                exec(cell.source, {}, names)  # it runs as it stands before papermill's values
+            elif cell.cell_type == "code":
+                code.append(cell.source)
+        return code, names
+
+    code, names = cells(TRANSFER_NOTEBOOKS[0])
+    assert names["WEIGHTS"] == "imagenet" and len(code) > 5
+    for notebook in TRANSFER_NOTEBOOKS[1:]:
+        other_code, other_names = cells(notebook)
+        assert other_code == code, f"{notebook}: its code cells differ from the other notebooks'"
+        assert other_names.keys() == names.keys(), notebook
 
 
 def test_compare_models_draws_the_table_and_the_figure(tmp_path):
