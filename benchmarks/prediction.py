@@ -140,27 +140,42 @@ def scaling(model_path: Path, root: Path, sizes: list[int], batch_size: int) -> 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000, 200000])
+    parser.add_argument(
+        "--sizes", type=int, nargs="*", default=[2000, 20000, 200000],
+        help="image counts for the scaling runs (b): three or more, or none to run (a) only",
+    )  # fmt: skip
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument(
         "--compare", type=int, default=10000, help="images for the side-by-side (a)"
     )
     args = parser.parse_args()
+    if 0 < len(set(args.sizes)) < 3:
+        parser.error("--sizes needs three or more image counts (a straight line through two always "
+                     "fits), e.g. 2000 20000 200000, or none to run the side-by-side only")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model_path = root / "fromscratch.keras"
         build_fromscratch((args.image_size, args.image_size, 3), 3).save(model_path)
         write_faces(root / "compare", args.compare)
         side_by_side = throughput(model_path, root / "compare", args.batch_size, args.image_size)
-        runs = scaling(model_path, root, args.sizes, args.batch_size)
+        runs = scaling(model_path, root, args.sizes, args.batch_size) if args.sizes else []
+    result = {"benchmark": "prediction", **side_by_side}
+    if runs:
+        result.update(scaling_figures(runs))
+    result.update(batch_size=args.batch_size, image_size=args.image_size, machine=machine_info())
+    print(json.dumps(result))
+    return 0
+
+
+def scaling_figures(runs: list[dict]) -> dict:
+    """Memory growth and linearity of prediction time over the scaling runs (b)."""
     small, large = runs[0], runs[-1]
     counts = np.array([r["images"] for r in runs], float)
     seconds = np.array([r["predict_s"] for r in runs])
     per_image, overhead = np.polyfit(counts, seconds, 1)
     marginal = np.diff(seconds) / np.diff(counts)  # seconds per added image, step by step
-    result = {
-        "benchmark": "prediction", **side_by_side,
+    return {
         "scaling": runs,
         "rss_growth_mb": round(large["peak_rss_mb"] - small["peak_rss_mb"], 1),
         "linear_fit": {"overhead_s": round(overhead, 2), "img_per_s": round(1 / per_image),
@@ -168,10 +183,7 @@ def main() -> int:
                            overhead + per_image * counts - seconds) / seconds)), 3)},
         "marginal_img_per_s": [round(1 / m) for m in marginal],
         "marginal_ratio_last_vs_first": round(float(marginal[0] / marginal[-1]), 3),
-        "batch_size": args.batch_size, "image_size": args.image_size, "machine": machine_info(),
     }  # fmt: skip
-    print(json.dumps(result))
-    return 0
 
 
 if __name__ == "__main__":
