@@ -26,34 +26,34 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags as Linux lists them (avx2, avx512_bf16, ...); empty elsewhere."""
+def _cpuinfo(*fields: str) -> str | None:
+    """The first value of one of ``fields`` in Linux's /proc/cpuinfo, or None elsewhere."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.partition(":")[2].split())
+                key, _, value = line.partition(":")
+                if key.strip() in fields:
+                    return value.strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (x86 ``flags``, Arm ``Features``); empty
+    elsewhere."""
+    return set((_cpuinfo("flags", "Features") or "").split())
 
 
 def cpu_has_bfloat16() -> bool:
-    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere TensorFlow
-    emulates it, and mixed precision runs several times slower than float32."""
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    """Whether the CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX, Arm BF16); elsewhere
+    TensorFlow emulates it, and mixed precision trains two to three times slower than float32."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def cpu_name() -> str:
     """The CPU's model name where Linux gives it, else the architecture."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def device() -> str:
