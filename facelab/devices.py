@@ -53,15 +53,15 @@ def mixed_precision_pays() -> bool:
 def precision(mixed: bool) -> Iterator[None]:
     """Build models under ``mixed_policy()`` (float32 outputs stay float32), then restore the policy."""
     previous = keras.config.dtype_policy()
-    if mixed and not mixed_precision_pays():
-        warnings.warn(
-            "mixed precision on a CPU without native bfloat16 (AVX512-BF16 or AMX): TensorFlow "
-            "emulates it and training runs two to three times slower than in float32; drop "
-            "--mixed-precision (mixed_precision=False) on this machine",
-            UserWarning,
-            stacklevel=3,
-        )
     if mixed:
+        if not mixed_precision_pays():
+            warnings.warn(
+                "mixed precision on a CPU without native bfloat16 (AVX512-BF16, AMX or Arm BF16): "
+                "TensorFlow emulates it and training runs two to three times slower than in "
+                "float32; drop --mixed-precision (mixed_precision=False) on this machine",
+                UserWarning,
+                stacklevel=3,
+            )
         keras.config.set_dtype_policy(mixed_policy())
     try:
         yield

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import cv2
 import keras
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from facelab import devices, machine
 from facelab.devices import mixed_policy
 from facelab.models.scratch import build_fromscratch
 from facelab.predict import iter_predictions
@@ -102,10 +104,6 @@ def test_every_speed_switch_is_a_train_flag():
 
 
 def test_mixed_precision_warns_where_the_cpu_emulates_bfloat16(monkeypatch):
-    import warnings
-
-    from facelab import devices
-
     monkeypatch.setattr(devices, "mixed_precision_pays", lambda: False)
     with pytest.warns(UserWarning, match="without native bfloat16"), devices.precision(True):
         assert keras.config.dtype_policy().name == mixed_policy()
@@ -118,8 +116,6 @@ def test_mixed_precision_warns_where_the_cpu_emulates_bfloat16(monkeypatch):
 
 
 def test_bfloat16_support_is_read_from_the_cpu_flags(monkeypatch):
-    from facelab import machine
-
     monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", "fma"})
     assert not machine.cpu_has_bfloat16()
     monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
