@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-import nbformat
+import keras
+import numpy as np
 import pandas as pd
 import papermill
 import pytest
 
 from facelab.data.synthetic import render_celeba
 from facelab.evaluate import RESULTS_COLUMNS
+from facelab.models.transfer import get_backbone
+from facelab.predict import load_model_file
 from tests.conftest import REPO
+from tests.test_notebooks import code_and_parameters
 
 NOTEBOOKS = REPO / "notebooks"
 # One epoch at 32 px, no download (weights=None), the base frozen as with ImageNet weights
@@ -89,23 +93,22 @@ def test_transfer_notebook_trains_and_writes_every_output(
     assert card["experiment"]["weights"] is None and card["experiment"]["image_size"] == size
     assert card["epochs_run"] == 1 + fine_tune == (2 if notebook == PHASE2_NOTEBOOK else 1)
     assert pd.read_csv(out / "models/results.csv")["stem"].tolist() == [stem]
+    if notebook == PHASE2_NOTEBOOK:  # one history over both phases; BatchNorm frozen in both
+        assert list(pd.read_csv(out / f"models/{stem}_history.csv")["epoch"]) == [0, 1]
+        backbone = get_backbone(load_model_file(out / f"models/{stem}.h5"))
+        norms = [la for la in backbone.layers if isinstance(la, keras.layers.BatchNormalization)]
+        assert norms
+        for norm in norms:  # still what a new layer starts with (no weights were loaded)
+            for name, start in (("gamma", 1), ("beta", 0), ("moving_mean", 0),
+                                ("moving_variance", 1)):  # fmt: skip
+                np.testing.assert_array_equal(getattr(norm, name), start, err_msg=norm.name)
 
 
 def test_the_transfer_notebooks_share_their_code_and_their_parameters_run():
-    def cells(name: str) -> tuple[list[str], dict]:
-        """The code cells but the parameters cell, and the names that cell defines."""
-        code, names = [], {}
-        for cell in nbformat.read(NOTEBOOKS / name, as_version=4).cells:
-            if "parameters" in cell.metadata.get("tags", []):
-                exec(cell.source, {}, names)  # it runs as it stands before papermill's values
-            elif cell.cell_type == "code":
-                code.append(cell.source)
-        return code, names
-
-    code, names = cells(TRANSFER_NOTEBOOKS[0])
+    code, names = code_and_parameters(TRANSFER_NOTEBOOKS[0])
     assert names["WEIGHTS"] == "imagenet" and len(code) > 5
     for notebook in TRANSFER_NOTEBOOKS[1:]:
-        other_code, other_names = cells(notebook)
+        other_code, other_names = code_and_parameters(notebook)
         assert other_code == code, f"{notebook}: its code cells differ from the other notebooks'"
         assert other_names.keys() == names.keys(), notebook
 
