@@ -162,8 +162,8 @@ def test_mask_is_learned_from_a_folder_tree_labelled_and_split_on_the_command_li
 
 def test_the_inceptionresnetv2_notebook_runs_headless(face_tree, tmp_path):
     # InceptionResNetV2 itself takes minutes to trace on 2 CPU cores: the notebook's MODEL knob
-    # runs the same cells with MobileNetV2 here, its base frozen as with ImageNet weights
-    # (transfer models are tested on their own).
+    # runs the same cells with FromScratch here (transfer models, frozen bases and phase 2 are
+    # tested on their own and through the transfer notebooks).
     papermill = pytest.importorskip("papermill")
     out = tmp_path / "run.ipynb"
     papermill.execute_notebook(
@@ -171,11 +171,11 @@ def test_the_inceptionresnetv2_notebook_runs_headless(face_tree, tmp_path):
         str(out),
         parameters=dict(MASKS_DIR=str(face_tree), GROUPS_DIR=str(tmp_path / "groups"),
                         OUTPUT_DIR=str(tmp_path), PHOTOS={"train": 24, "val": 6, "test": 6},
-                        PHOTO_SIZE=48, MODEL="mobilenetv2", IMAGE_SIZE=32, WEIGHTS=None, EPOCHS=1,
-                        FINE_TUNE_EPOCHS=0, BATCH_SIZE=8, EXTRA={"freeze_base": True}),
+                        PHOTO_SIZE=48, MODEL="fromscratch", IMAGE_SIZE=32, WEIGHTS=None, EPOCHS=1,
+                        FINE_TUNE_EPOCHS=0, BATCH_SIZE=8),
         kernel_name="python3", cwd=str(REPO / "notebooks"), progress_bar=False,
     )  # fmt: skip
-    stem = "mask_count_mobilenetv2_notebook"
+    stem = "mask_count_fromscratch_notebook"
     assert (tmp_path / "models" / f"{stem}.keras").is_file()
     assert (tmp_path / "plots" / f"{stem}_confusion.png").is_file()
     assert len(pd.read_csv(tmp_path / "groups" / "manifest.csv")) == 36
