@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 import keras
 import numpy as np
@@ -20,19 +19,14 @@ from tests.test_notebooks import code_and_parameters
 
 NOTEBOOKS = REPO / "notebooks"
 # One epoch at 32 px, no download (weights=None), the base frozen as with ImageNet weights
-# (training it from scratch would only make the test slower). The four transfer notebooks are the
-# same code cells with each task's defaults (tested below), so one per task runs, with MobileNetV2
-# through its MODEL knob. InceptionV3 and ResNet50 are built, saved and reloaded in test_transfer.py
-# and trained for real by benchmarks/transfer_synthetic.py; training one here (a ~95 MB model
-# checkpointed and saved several times) would add a minute or more of the suite's time and no code
-# path.
+# (training it from scratch would only make the test slower), then phase 2 on its top 10 layers.
+# The four transfer notebooks are the same code cells with each task's defaults (tested below), so
+# one of them runs, with MobileNetV2 through its MODEL knob. InceptionV3 and ResNet50 are built,
+# saved and reloaded in test_transfer.py and trained for real by benchmarks/transfer_synthetic.py;
+# training one here (a ~95 MB model checkpointed and saved several times) would add a minute or
+# more of the suite's time and no code path.
 TRANSFER_NOTEBOOKS = ("orientation_InceptionV3.ipynb", "light_ResNet50.ipynb",
                       "light_InceptionV3.ipynb", "orientation_ResNet50.ipynb")  # fmt: skip
-TRANSFER = [
-    ("light", "mobilenetv2", "light_InceptionV3.ipynb", 32),
-    ("orientation", "mobilenetv2", "orientation_ResNet50.ipynb", 32),
-]
-PHASE2_NOTEBOOK = "orientation_ResNet50.ipynb"  # also runs phase 2: one history over both phases
 
 
 @pytest.fixture(scope="module")
@@ -53,55 +47,29 @@ def run(notebook: str, out_dir, **parameters) -> dict:
     return json.loads(executed.read_text())
 
 
-@pytest.fixture(scope="module")
-def transfer_runs(celeba) -> dict:
-    """Run the four transfer notebooks, two at a time (a kernel spends most of a tiny run tracing
-    graphs in Python, on one core); maps each notebook to its output folder or its error."""
+def test_a_transfer_notebook_trains_both_phases_and_writes_every_output(celeba):
+    task, model, notebook, size = "orientation", "mobilenetv2", "orientation_ResNet50.ipynb", 32
+    out = celeba.parent / "transfer"
+    run(notebook, celeba.parent, CELEBA_DIR=str(celeba), OUTPUT_DIR=str(out), RUN="nb",
+        MODEL=model, WEIGHTS=None, IMAGE_SIZE=size, BATCH_SIZE=16, EPOCHS=1, OPTIMIZER="adam",
+        LR=1e-3, FINE_TUNE_LAYERS=10, FINE_TUNE_EPOCHS=1, EXTRA={"freeze_base": True})  # fmt: skip
 
-    def one(entry):
-        task, model, notebook, size = entry
-        out = celeba.parent / notebook.removesuffix(".ipynb")
-        fine_tune = 1 if notebook == PHASE2_NOTEBOOK else 0  # phase 2: the top 10 layers
-        try:
-            run(notebook, celeba.parent, CELEBA_DIR=str(celeba), OUTPUT_DIR=str(out), RUN="nb",
-                MODEL=model,
-                WEIGHTS=None, IMAGE_SIZE=size, BATCH_SIZE=16, EPOCHS=1, OPTIMIZER="adam", LR=1e-3,
-                FINE_TUNE_LAYERS=10 * fine_tune, FINE_TUNE_EPOCHS=fine_tune,
-                EXTRA={"freeze_base": True})  # fmt: skip
-        except Exception as err:  # reported by the test of that notebook
-            return notebook, err
-        return notebook, out
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(pool.map(one, TRANSFER))
-
-
-@pytest.mark.parametrize("task, model, notebook, size", TRANSFER)
-def test_transfer_notebook_trains_and_writes_every_output(
-    task, model, notebook, size, transfer_runs
-):
-    out = transfer_runs[notebook]
-    if isinstance(out, Exception):
-        raise out
     stem = f"{task}_{model}_nb"
     for rel in (f"models/{stem}.keras", f"models/{stem}.h5", f"models/{stem}.json",
                 f"plots/{stem}_history.png", f"plots/{stem}_confusion.png",
                 f"plots/{stem}_samples.png", f"predictions/{stem}.csv"):  # fmt: skip
         assert (out / rel).stat().st_size > 0, rel
     card = json.loads((out / f"models/{stem}.json").read_text())
-    fine_tune = card["experiment"]["fine_tune_epochs"]
     assert card["experiment"]["weights"] is None and card["experiment"]["image_size"] == size
-    assert card["epochs_run"] == 1 + fine_tune == (2 if notebook == PHASE2_NOTEBOOK else 1)
+    assert card["epochs_run"] == 2 and card["experiment"]["fine_tune_epochs"] == 1
     assert pd.read_csv(out / "models/results.csv")["stem"].tolist() == [stem]
-    if notebook == PHASE2_NOTEBOOK:  # one history over both phases; BatchNorm frozen in both
-        assert list(pd.read_csv(out / f"models/{stem}_history.csv")["epoch"]) == [0, 1]
-        backbone = get_backbone(load_model_file(out / f"models/{stem}.h5"))
-        norms = [la for la in backbone.layers if isinstance(la, keras.layers.BatchNormalization)]
-        assert norms
-        for norm in norms:  # still what a new layer starts with (no weights were loaded)
-            for name, start in (("gamma", 1), ("beta", 0), ("moving_mean", 0),
-                                ("moving_variance", 1)):  # fmt: skip
-                np.testing.assert_array_equal(getattr(norm, name), start, err_msg=norm.name)
+    assert list(pd.read_csv(out / f"models/{stem}_history.csv")["epoch"]) == [0, 1]  # one curve
+    backbone = get_backbone(load_model_file(out / f"models/{stem}.h5"))
+    norms = [la for la in backbone.layers if isinstance(la, keras.layers.BatchNormalization)]
+    assert norms
+    for norm in norms:  # frozen in both phases: still what a new layer starts with
+        for name, start in (("gamma", 1), ("beta", 0), ("moving_mean", 0), ("moving_variance", 1)):
+            np.testing.assert_array_equal(getattr(norm, name), start, err_msg=norm.name)
 
 
 def test_the_transfer_notebooks_share_their_code_and_their_parameters_run():
