@@ -33,11 +33,14 @@ def code_and_parameters(name: str) -> tuple[list[str], dict]:
     return code, names
 
 
-def run(name: str, out_dir, **parameters) -> None:
+def run(name: str, out_dir, **parameters) -> dict:
+    """Execute a notebook from the notebooks folder; returns the executed notebook as JSON."""
+    executed = out_dir / f"executed_{name}"
     papermill.execute_notebook(
-        str(NOTEBOOKS / name), str(out_dir / f"executed_{name}"), parameters=parameters,
+        str(NOTEBOOKS / name), str(executed), parameters=parameters,
         kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOKS),
     )  # fmt: skip
+    return json.loads(executed.read_text())
 
 
 # The light notebook is the orientation one with the light task's defaults (tested below), so

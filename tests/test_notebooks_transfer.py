@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import json
 
-import keras
 import numpy as np
 import pandas as pd
-import papermill
 import pytest
 
 from facelab.data.synthetic import render_celeba
 from facelab.evaluate import RESULTS_COLUMNS
 from facelab.models.transfer import get_backbone
 from facelab.predict import load_model_file
-from tests.conftest import REPO
-from tests.test_notebooks import code_and_parameters
+from tests.test_notebooks import code_and_parameters, run
+from tests.test_transfer import batchnorms
 
-NOTEBOOKS = REPO / "notebooks"
 # One epoch at 32 px, no download (weights=None), the base frozen as with ImageNet weights
 # (training it from scratch would only make the test slower), then phase 2 on its top 10 layers.
 # The four transfer notebooks are the same code cells with each task's defaults (tested below), so
@@ -35,16 +32,6 @@ def celeba(tmp_path_factory):
     folder = tmp_path_factory.mktemp("nb") / "celeba-synth"
     render_celeba(folder, n=60, seed=0, progress=False)
     return folder
-
-
-def run(notebook: str, out_dir, **parameters) -> dict:
-    """Execute a notebook from the notebooks folder; returns the executed notebook as JSON."""
-    executed = out_dir / f"executed_{notebook}"
-    papermill.execute_notebook(
-        str(NOTEBOOKS / notebook), str(executed), parameters=parameters,
-        kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False,
-    )  # fmt: skip
-    return json.loads(executed.read_text())
 
 
 def test_a_transfer_notebook_trains_both_phases_and_writes_every_output(celeba):
@@ -65,9 +52,8 @@ def test_a_transfer_notebook_trains_both_phases_and_writes_every_output(celeba):
     assert pd.read_csv(out / "models/results.csv")["stem"].tolist() == [stem]
     assert list(pd.read_csv(out / f"models/{stem}_history.csv")["epoch"]) == [0, 1]  # one curve
     backbone = get_backbone(load_model_file(out / f"models/{stem}.h5"))
-    norms = [la for la in backbone.layers if isinstance(la, keras.layers.BatchNormalization)]
-    assert norms
-    for norm in norms:  # frozen in both phases: still what a new layer starts with
+    assert batchnorms(backbone)
+    for norm in batchnorms(backbone):  # frozen in both phases: still what a new layer starts with
         for name, start in (("gamma", 1), ("beta", 0), ("moving_mean", 0), ("moving_variance", 1)):
             np.testing.assert_array_equal(getattr(norm, name), start, err_msg=norm.name)
 
